@@ -1,0 +1,258 @@
+"""Batched, memory-bounded fast paths for QuRe's hot spots.
+
+Each function names the reference in `qurelib.qure` it must match; tests/test_kernels.py checks
+the parity on random and adversarial inputs.
+
+- `score_corpus_chunked` matches `qure.score_corpus`: blocks over queries *and* corpus, so the
+  workspace is one (Q_c, N_c, T) block whatever the sizes (fp16 matmul on CUDA).
+- `mine_hard_negatives_batched` matches `qure.mine_hard_negatives(impl="reference")`. Per block of
+  rows it sorts the score *values* only (numpy's SIMD sort on CPU, torch.sort on CUDA), finds the
+  target's position in the stable order by counting, takes the steepest drops with one top-m
+  over the masked drop vector, and walks the released rule's pairs for all rows at once. Every
+  strategy becomes a range [p0, p1] of positions in the stable descending order; the members are
+  the columns whose scores lie between the two boundary values, with exact tie handling where a
+  run of equal scores straddles a boundary. Rows the top-m cannot settle (equal drops at the m-th
+  place, or no valid pair among the m steepest) fall back to the reference row function, so the
+  result is identical by construction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from qurelib import qure
+
+
+# --- scoring ------------------------------------------------------------------------------------
+@torch.no_grad()
+def score_corpus_chunked(query: torch.Tensor, corpus: torch.Tensor, *, query_chunk: int = 4096,
+                         corpus_chunk: int | None = None, half: bool | None = None,
+                         out_device: str | torch.device | None = None,
+                         budget_elems: int = 32 * 2**20) -> torch.Tensor:
+    """`qure.score_corpus` without gradients, blocked over queries and corpus.
+
+    Args:
+        query: (Q, D); corpus: (N, T, D) or (N, D), on the same device.
+        query_chunk / corpus_chunk: block sizes; corpus_chunk None keeps the (Q_c, N_c, T) block
+            under `budget_elems` elements.
+        half: compute the block products in fp16 (default: on CUDA only).
+        out_device: where the (Q, N) float32 result lives (default: the inputs' device).
+    Returns:
+        (Q, N) float32 scores.
+    """
+    if corpus.dim() == 2:
+        corpus = corpus.unsqueeze(1)  # (N, 1, D)
+    n, t, d = corpus.shape
+    half = query.is_cuda if half is None else half
+    dtype = torch.float16 if half else torch.float32
+    q_chunk = min(query_chunk, max(1, query.shape[0]))
+    if corpus_chunk is None:
+        corpus_chunk = max(1, budget_elems // (q_chunk * t))
+    out = torch.empty(query.shape[0], n, dtype=torch.float32, device=out_device or query.device)
+    flat = corpus.reshape(n * t, d)
+    for cs in range(0, n, corpus_chunk):
+        ce = min(n, cs + corpus_chunk)
+        block = flat[cs * t:ce * t].to(dtype)  # (N_c * T, D)
+        for qs in range(0, query.shape[0], q_chunk):
+            sims = query[qs:qs + q_chunk].to(dtype) @ block.T  # (Q_c, N_c * T)
+            best = sims.view(sims.shape[0], ce - cs, t).amax(dim=2)  # (Q_c, N_c)
+            out[qs:qs + q_chunk, cs:ce] = best.float().to(out.device)
+    return out
+
+
+# --- mining ------------------------------------------------------------------------------------
+class _NumpyOps:
+    """The few array operations the mining kernel needs, on numpy (CPU: SIMD sort, fast
+    reductions; torch's CPU reductions over bool masks are ~10x slower on these machines)."""
+
+    take = staticmethod(lambda a, idx: np.take_along_axis(a, idx, axis=1))
+    count = staticmethod(lambda mask: np.count_nonzero(mask, axis=1))
+    where, minimum, maximum = staticmethod(np.where), staticmethod(np.minimum), staticmethod(np.maximum)
+
+    @staticmethod
+    def asarray(t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().numpy()
+
+    @staticmethod
+    def arange(n, like):
+        return np.arange(n)
+
+    @staticmethod
+    def sort_desc(a):
+        return np.ascontiguousarray(np.sort(a, axis=1)[:, ::-1])
+
+    @staticmethod
+    def top_m(a, m):
+        """Values and positions of the m largest per row, ordered value desc then position asc."""
+        val, idx = torch.topk(torch.from_numpy(a), m, dim=1)  # faster than np.argpartition here
+        val, idx = val.numpy(), idx.numpy()
+        order = np.lexsort((idx, -val), axis=1)
+        return np.take_along_axis(val, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+    to_numpy = staticmethod(np.asarray)
+
+
+class _TorchOps:
+    """The same operations in torch, for CUDA (and for the CPU parity tests)."""
+
+    take = staticmethod(lambda a, idx: a.gather(1, idx))
+    count = staticmethod(lambda mask: mask.sum(1))
+    where, minimum, maximum = staticmethod(torch.where), staticmethod(torch.minimum), staticmethod(torch.maximum)
+
+    @staticmethod
+    def asarray(t: torch.Tensor) -> torch.Tensor:
+        return t.detach()
+
+    @staticmethod
+    def arange(n, like):
+        return torch.arange(n, device=like.device)
+
+    @staticmethod
+    def sort_desc(a):
+        return torch.sort(a, dim=1, descending=True).values
+
+    @staticmethod
+    def top_m(a, m):
+        val, idx = torch.topk(a, m, dim=1)
+        idx, order = idx.sort(dim=1)
+        val, order = val.gather(1, order).sort(dim=1, descending=True, stable=True)
+        return val, idx.gather(1, order)
+
+    to_numpy = staticmethod(lambda t: t.cpu().numpy())
+
+
+def _drop_bounds(xp, srt, rank, rule: str, thr: int, top_m: int):
+    """Tail drop positions (a, b) per row from the m steepest drops.
+
+    srt: (B, N) sorted descending; rank: (B,) target position. Returns a, b (B,) in tail
+    coordinates and status (B,): 0 found, 1 fallback (no valid pair), 2 undecided (slow path).
+    """
+    n = srt.shape[1]
+    drops = srt[:, :-1] - srt[:, 1:]  # (B, N-1); drop j between positions j and j+1
+    start = rank + 1  # tail item 0's position
+    drops = xp.where(xp.arange(n - 1, srt)[None, :] >= start[:, None], drops, -1.0)
+    n_drops = (n - 1 - start).clip(min=0)  # (B,)
+    m = min(top_m, n - 1)
+    if m < 2:
+        return rank * 0, rank * 0, rank * 0 + 1
+    val, idx = xp.top_m(drops, m)  # (B, m), value desc then position asc
+    idx = idx - start[:, None]  # tail coordinates
+    ambiguous = (n_drops > m) & (xp.count(drops >= val[:, m - 1:m]) > m)
+    lo, hi = xp.minimum(idx[:, :-1], idx[:, 1:]), xp.maximum(idx[:, :-1], idx[:, 1:])  # (B, m-1)
+    real = xp.arange(m - 1, rank)[None, :] + 1 < n_drops[:, None]  # both drops of the pair exist
+    valid = real[:, :1] if rule == "paper" else real & (hi - lo > thr)
+    first = (valid * 1).argmax(1)[:, None]
+    a, b = xp.take(lo, first)[:, 0], xp.take(hi, first)[:, 0]
+    exhausted = (n_drops <= m) | (rule == "paper")
+    status = xp.where(valid.any(1), 0, xp.where(exhausted, 1, 2))
+    return a, b, xp.where(ambiguous, 2, status)
+
+
+def _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m):
+    """Per row: positions [p0, p1] of its set in the stable order, the target's position,
+    fallback flags and rows left to the reference (all (B,))."""
+    n = vals.shape[1]
+    s_t = xp.take(vals, target[:, None])  # (B, 1)
+    cols = xp.arange(n, vals)
+    rank = xp.count(vals > s_t) + xp.count((vals == s_t) & (cols[None, :] < target[:, None]))  # (B,)
+    none = rank < 0
+    last = rank * 0 + n - 1
+    if strategy == "all":
+        return n_excl, last, rank, none, none
+    if strategy == "top_k":
+        p1 = n_excl + k - 1
+        return n_excl, xp.minimum(p1 + (rank <= p1) * 1, last), rank, none, none
+    if strategy == "after_target_top_k":
+        return rank + 1, xp.minimum(rank + k, last), rank, none, none
+    if strategy == "percent_of_positive":
+        ceiling = s_t - (1.0 - ratio) * abs(s_t)
+        p0 = xp.count(vals > ceiling)
+        p1 = last if k is None else p0 + k - 1
+        p1 = p1 + ((p0 <= rank) & (rank <= p1)) * 1
+        return p0, xp.minimum(p1, last), rank, none, none
+    a, b, status = _drop_bounds(xp, srt, rank, rule, thr, top_m)
+    fb = status == 1
+    p0 = xp.where(fb, xp.where(rank < n - 1, rank + 1, n_excl), rank + 2 + a)
+    p1 = xp.where(fb, last, rank + 1 + b)
+    return p0, p1, rank, fb, status == 2
+
+
+def _take_exact(v: np.ndarray, target: int, p0: int, p1: int) -> np.ndarray:
+    """Columns at positions p0..p1 of the stable descending order of row v, target removed.
+
+    Used where a run of equal scores straddles a boundary: within a run, positions follow the
+    column order, and the run's first position is the count of larger scores.
+    """
+    srt = np.sort(v)[::-1]
+    hi, lo = srt[p0], srt[p1]
+    parts = []
+    for value in ((hi,) if hi == lo else (hi, lo)):
+        cols = np.nonzero(v == value)[0]
+        first = int((v > value).sum())
+        parts.append(cols[max(p0 - first, 0):max(p1 - first + 1, 0)])
+    inner = np.nonzero((v < hi) & (v > lo))[0]
+    inner = inner[np.argsort(-v[inner], kind="stable")]
+    out = np.concatenate([parts[0], inner] + parts[1:])
+    return out[out != target]
+
+
+def _extract(xp, vals, srt, target, p0, p1, rank):
+    """Per-row column arrays (descending score, ties by column) for positions [p0, p1], and
+    whether a run of equal scores straddles a boundary (the count then disagrees)."""
+    n = vals.shape[1]
+    empty = p0 > p1
+    hi = xp.take(srt, p0.clip(max=n - 1)[:, None])  # (B, 1)
+    lo = xp.take(srt, p1.clip(min=0)[:, None])
+    mask = (vals >= lo) & (vals <= hi) & ~empty[:, None] & (xp.arange(n, vals)[None, :] != target[:, None])
+    expected = xp.where(empty, 0, p1 - p0 + 1 - ((p0 <= rank) & (rank <= p1)) * 1)
+    straddle = xp.to_numpy(xp.count(mask) != expected)
+    mask_np, vals_np = xp.to_numpy(mask), xp.to_numpy(vals)
+    r, c = np.nonzero(mask_np)
+    order = np.lexsort((c, -vals_np[r, c], r))
+    counts = np.bincount(r, minlength=len(mask_np))
+    return np.split(c[order], np.cumsum(counts)[:-1]), straddle, vals_np
+
+
+def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, *, strategy: str, rule: str,
+                                consecutive_threshold: int, k: int | None, ratio: float | None,
+                                exclude: torch.Tensor | None, block_rows: int = 256, top_m: int = 8,
+                                backend: str | None = None) -> qure.HardNegativeSets:
+    """Fast path of `qure.mine_hard_negatives` (same arguments, validated there).
+
+    backend: "numpy" (default on CPU) or "torch" (default on CUDA; also runs on CPU).
+    """
+    backend = backend or ("torch" if scores.is_cuda else "numpy")
+    xp = _TorchOps if backend == "torch" else _NumpyOps
+    q_total = scores.shape[0]
+    sets: list[np.ndarray] = []
+    fallback = np.zeros(q_total, dtype=bool)
+    for start in range(0, q_total, block_rows):
+        stop = min(q_total, start + block_rows)
+        vals = xp.asarray(scores[start:stop].float())
+        vals = vals.copy() if backend == "numpy" else vals.clone()  # (B, N)
+        target = xp.asarray(target_idx[start:stop].to(scores.device))
+        n_excl = target * 0
+        if exclude is not None:
+            excl = xp.asarray(exclude[start:stop].to(scores.device))
+            vals[xp.arange(stop - start, vals), excl] = float("inf")  # ranked above everything
+            n_excl = n_excl + 1
+        srt = xp.sort_desc(vals)
+        p0, p1, rank, fb, slow = _ranges(xp, vals, srt, target, n_excl, strategy, rule,
+                                         consecutive_threshold, k, ratio, top_m)
+        per_row, straddle, vals_np = _extract(xp, vals, srt, target, p0, p1, rank)
+        p0, p1, tn = xp.to_numpy(p0), xp.to_numpy(p1), xp.to_numpy(target)
+        slow, fb = xp.to_numpy(slow), xp.to_numpy(fb)
+        for i in range(stop - start):
+            if slow[i]:  # the top-m could not settle this row: the reference decides
+                row = scores[start + i].detach().float().cpu().numpy()
+                excl = -1 if exclude is None else int(exclude[start + i])
+                s, fallback[start + i] = qure._mine_row(row, int(tn[i]), excl, strategy, rule,
+                                                        consecutive_threshold, k, ratio)
+                sets.append(s)
+            elif straddle[i]:
+                sets.append(_take_exact(vals_np[i], int(tn[i]), int(p0[i]), int(p1[i])))
+            else:
+                sets.append(per_row[i])
+        fallback[start:stop] |= fb & ~slow
+    return qure.HardNegativeSets.from_lists(sets, fallback)

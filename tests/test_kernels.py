@@ -1,0 +1,117 @@
+"""Fast paths equal their references: batched mining (numpy and torch backends) and chunked scoring."""
+
+import pytest
+import torch
+
+from qurelib import kernels, qure
+
+CONFIGS = [
+    dict(strategy="drops", rule="released"),
+    dict(strategy="drops", rule="paper"),
+    dict(strategy="drops", rule="released", consecutive_threshold=3),
+    dict(strategy="all"),
+    dict(strategy="top_k", k=5),
+    dict(strategy="after_target_top_k", k=4),
+    dict(strategy="percent_of_positive", ratio=0.9, k=6),
+    dict(strategy="percent_of_positive", ratio=0.95),
+]
+
+
+def assert_same(a, b):
+    assert len(a) == len(b)
+    for q in range(len(a)):
+        assert a[q].tolist() == b[q].tolist(), f"query {q}"
+    assert a.fallback.tolist() == b.fallback.tolist()
+
+
+def check_parity(scores, target, exclude=None):
+    for cfg in CONFIGS:
+        ref = qure.mine_hard_negatives(scores, target, exclude=exclude, impl="reference", **cfg)
+        assert_same(ref, qure.mine_hard_negatives(scores, target, exclude=exclude, block_rows=5, **cfg))
+        full = dict(rule="released", consecutive_threshold=1, k=None, ratio=None) | cfg
+        fast_torch = kernels.mine_hard_negatives_batched(scores, target, exclude=exclude, block_rows=3,
+                                                         backend="torch", **full)
+        assert_same(ref, fast_torch)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("kind", ["gaussian", "few_levels", "half_steps"])
+def test_parity_on_random_scores(seed, kind):
+    g = torch.Generator().manual_seed(seed)
+    q, n = int(torch.randint(1, 30, (1,), generator=g)), int(torch.randint(2, 50, (1,), generator=g))
+    if kind == "gaussian":
+        scores = torch.randn(q, n, generator=g)
+    elif kind == "few_levels":  # exact ties everywhere, plateaus
+        scores = torch.randint(0, 4, (q, n), generator=g).float()
+    else:
+        scores = (torch.randn(q, n, generator=g) * 2).round() / 2
+    target = torch.randint(0, n, (q,), generator=g)
+    check_parity(scores, target)
+    if n > 2:
+        check_parity(scores, target, exclude=(target + 1 + torch.randint(0, n - 1, (q,), generator=g)) % n)
+
+
+def adversarial_rows():
+    rows = [
+        ([5.0] * 12, 0),  # a plateau: every score equal, target first
+        ([5.0] * 12, 11),  # ... target last
+        ([5.0] * 12, 6),
+        ([9, 8, 7, 6, 5, 4, 3, 2, 1, 0, -1, -2], 0),  # every drop equal
+        ([10, 9.9, 9.8, 9.7, 0.0, -0.1, -0.2, -0.3, -0.4, -0.5, -0.6, -0.7], 0),  # one huge drop
+        ([10, 9, 8, 7, 6, 5, 4, 3, 2, 1, -20, -40], 0),  # steepest drops at the very bottom
+        ([10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0.5, 0], 10),  # target second to last
+        ([10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0.5, 0], 11),  # target last
+        ([1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 1, 0], 2),  # two-level ties straddling boundaries
+        ([3, 3, 2, 2, 2, 1, 1, 1, 1, 0, 0, 3], 11),
+    ]
+    return rows
+
+
+@pytest.mark.parametrize("row,target", adversarial_rows())
+def test_parity_on_adversarial_rows(row, target):
+    scores = torch.tensor([row], dtype=torch.float32)
+    check_parity(scores, torch.tensor([target]))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_parity_on_tiny_corpora(n):
+    g = torch.Generator().manual_seed(n)
+    scores = torch.randn(40, n, generator=g)
+    scores[::3] = 1.0  # some all-tied rows
+    check_parity(scores, torch.randint(0, n, (40,), generator=g))
+
+
+def test_parity_when_many_rows_need_the_slow_path():
+    # Integer scores make equal drops at the m-th place common, forcing the reference fallback path.
+    g = torch.Generator().manual_seed(7)
+    scores = torch.randint(0, 40, (64, 300), generator=g).float()
+    check_parity(scores, torch.randint(0, 300, (64,), generator=g))
+
+
+def test_parity_at_a_realistic_size():
+    from qurelib.bench import synthetic_scores
+    scores, target = synthetic_scores(300, 2000, seed=1)
+    ref = qure.mine_hard_negatives(scores, target, impl="reference")
+    assert_same(ref, qure.mine_hard_negatives(scores, target))
+
+
+@pytest.mark.parametrize("qc,cc", [(1, 1), (3, 4), (7, 5), (4096, None)])
+def test_chunked_scoring_matches_reference(qc, cc):
+    g = torch.Generator().manual_seed(0)
+    q, c = torch.randn(7, 16, generator=g), torch.randn(11, 4, 16, generator=g)
+    got = kernels.score_corpus_chunked(q, c, query_chunk=qc, corpus_chunk=cc)
+    torch.testing.assert_close(got, qure.score_corpus(q, c))
+    torch.testing.assert_close(kernels.score_corpus_chunked(q, c[:, 0]), q @ c[:, 0].T)
+
+
+@pytest.mark.gpu
+def test_cuda_paths_match_cpu():
+    g = torch.Generator().manual_seed(0)
+    q, c = torch.randn(300, 64, generator=g), torch.randn(900, 8, 64, generator=g)
+    ref = qure.score_corpus(q, c)
+    got = kernels.score_corpus_chunked(q.cuda(), c.cuda()).cpu()
+    torch.testing.assert_close(got, ref, atol=2e-2, rtol=2e-2)  # fp16 products
+    scores = torch.randn(200, 1500, generator=g)
+    target = torch.randint(0, 1500, (200,), generator=g)
+    assert_same(qure.mine_hard_negatives(scores, target, impl="reference"),
+                qure.mine_hard_negatives(scores.cuda(), target.cuda()))

@@ -1,0 +1,207 @@
+"""The QuRe reference implementation against hand-built score curves and hand computations."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from qurelib import qure
+
+
+def mine(row, target, **kw):
+    scores = torch.tensor([row], dtype=torch.float32)
+    sets = qure.mine_hard_negatives(scores, torch.tensor([target]), impl="reference", **kw)
+    return sets[0].tolist(), bool(sets.fallback[0])
+
+
+# Column 0 is the target (100). Tail in descending order: cols 1..6 with scores 90 80 40 10 5 0.
+# Drops: 10 (90->80), 40 (80->40), 30 (40->10), 5, 5. The two steepest (positions 1, 2) are adjacent.
+ADJACENT = [100, 90, 80, 40, 10, 5, 0]
+
+
+def test_released_rule_skips_adjacent_steepest_pair():
+    # (1st, 2nd) = positions (1, 2): adjacent -> next pair (2nd, 3rd) = (2, 0): H = tail[1..2] = cols 2, 3.
+    assert mine(ADJACENT, 0, rule="released") == ([2, 3], False)
+
+
+def test_paper_rule_takes_two_steepest_even_adjacent():
+    # a, b = 1, 2 -> H = tail[2..2] = col 3 (score 40).
+    assert mine(ADJACENT, 0, rule="paper") == ([3], False)
+
+
+def test_released_rule_with_larger_threshold():
+    # threshold 2: pairs (1,2) d=1, (0,2) d=2, (0,3) [3rd=0, 4th=3] d=3 -> H = tail[1..3] = cols 2, 3, 4.
+    assert mine(ADJACENT, 0, rule="released", consecutive_threshold=2) == ([2, 3, 4], False)
+
+
+def test_both_rules_agree_on_separated_drops():
+    # Tail: 95 90 60 55 50 10 5 -> drops 5 30 5 5 40 5; steepest 4 then 1 -> H = tail[2..4].
+    row = [100, 95, 90, 60, 55, 50, 10, 5]
+    for rule in ("released", "paper"):
+        assert mine(row, 0, rule=rule) == ([3, 4, 5], False)
+
+
+def test_target_in_the_middle_ignores_images_above_it():
+    # Col 3 is the target (70); cols 0-2 rank above it and never enter H.
+    row = [99, 98, 97, 70, 69, 40, 39, 38, 5, 4]
+    # Tail: 69 40 39 38 5 4 -> drops 29 1 1 33 1 -> steepest 3 then 0 -> H = tail[1..3] = cols 5, 6, 7.
+    assert mine(row, 3) == ([5, 6, 7], False)
+
+
+def test_equal_drops_break_toward_earlier_position():
+    # Tail: 80 60 40 20 -> three equal drops of 20 at positions 0, 1, 2.
+    # paper: two steepest = positions 0, 1 -> H = tail[1..1] = col 2.
+    # released: (0, 1) adjacent, (1, 2) adjacent -> fallback: the whole tail.
+    row = [100, 80, 60, 40, 20]
+    assert mine(row, 0, rule="paper") == ([2], False)
+    assert mine(row, 0, rule="released") == ([1, 2, 3, 4], True)
+
+
+def test_score_ties_rank_by_column():
+    # Cols 1 and 2 tie with the target (col 1): col 2 comes after it in the stable order, col 0 before.
+    row = [50, 50, 50, 20, 19, 18, 1]
+    # Tail = cols 2, 3, 4, 5, 6 (50 20 19 18 1): drops 30 1 1 17 -> (0, 3) -> H = cols 3, 4, 5.
+    assert mine(row, 1) == ([3, 4, 5], False)
+
+
+@pytest.mark.parametrize("row,target,expected", [
+    ([10, 5, 1], 0, [1, 2]),  # one drop only: no pair -> fallback to the tail
+    ([1, 5, 10], 0, [2, 1]),  # target last: no tail -> every image but the target
+    ([3, 1], 0, [1]),  # N = 2
+])
+def test_fallbacks_are_flagged(row, target, expected):
+    for rule in ("released", "paper"):
+        assert mine(row, target, rule=rule) == (expected, True)
+
+
+def test_other_strategies():
+    row = [100, 90, 80, 40, 10, 5, 0]
+    assert mine(row, 2, strategy="all")[0] == [0, 1, 3, 4, 5, 6]
+    assert mine(row, 2, strategy="top_k", k=3)[0] == [0, 1, 3]
+    assert mine(row, 2, strategy="after_target_top_k", k=2)[0] == [3, 4]
+    # ceiling 0.5 * 80 = 40: images scoring <= 40, best first, at most k.
+    assert mine(row, 2, strategy="percent_of_positive", ratio=0.5, k=2)[0] == [3, 4]
+    assert mine(row, 2, strategy="percent_of_positive", ratio=0.5)[0] == [3, 4, 5, 6]
+
+
+def test_percent_of_positive_with_negative_target_score_stays_below_target():
+    row = [-0.1, -0.2, -0.5, -0.9]
+    got, _ = mine(row, 1, strategy="percent_of_positive", ratio=0.5)
+    assert got == [2, 3]  # ceiling = -0.2 - 0.5 * 0.2 = -0.3
+
+
+def test_exclude_removes_a_column_from_the_ranking():
+    row = [100, 90, 80, 40, 10, 5, 0]
+    assert mine(row, 0, rule="paper", exclude=torch.tensor([3]))[0] != mine(row, 0, rule="paper")[0]
+    got, _ = mine(row, 0, strategy="all", exclude=torch.tensor([3]))
+    assert 3 not in got and 0 not in got and len(got) == 5
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_scores_name_the_query(bad):
+    scores = torch.zeros(3, 5)
+    scores[2, 1] = bad
+    for impl in ("reference", "fast"):
+        with pytest.raises(ValueError, match="query 2"):
+            qure.mine_hard_negatives(scores, torch.zeros(3, dtype=torch.long), impl=impl)
+
+
+def test_bad_arguments_raise_clear_errors():
+    scores = torch.randn(2, 5)
+    with pytest.raises(ValueError, match="query 1"):
+        qure.mine_hard_negatives(scores, torch.tensor([0, 7]))
+    with pytest.raises(ValueError, match="unknown strategy"):
+        qure.mine_hard_negatives(scores, torch.tensor([0, 1]), strategy="topk")
+    with pytest.raises(ValueError, match="needs k"):
+        qure.mine_hard_negatives(scores, torch.tensor([0, 1]), strategy="top_k")
+    with pytest.raises(ValueError, match="ratio"):
+        qure.mine_hard_negatives(scores, torch.tensor([0, 1]), strategy="percent_of_positive", ratio=1.5)
+    with pytest.raises(ValueError, match="exclude equals the target"):
+        qure.mine_hard_negatives(scores, torch.tensor([0, 1]), exclude=torch.tensor([2, 1]))
+
+
+def test_sets_csr_layout():
+    sets = qure.HardNegativeSets.from_lists([np.array([3, 1]), np.array([2]), np.array([0, 4, 5])], [False, True, False])
+    assert len(sets) == 3
+    assert sets.indptr.tolist() == [0, 2, 3, 6]
+    assert sets.sizes.tolist() == [2, 1, 3]
+    assert sets[2].tolist() == [0, 4, 5]
+
+
+# --- scoring ----------------------------------------------------------------------------------
+def test_score_corpus_is_max_over_tokens():
+    g = torch.Generator().manual_seed(0)
+    q, c = torch.randn(5, 8, generator=g), torch.randn(7, 3, 8, generator=g)
+    naive = torch.einsum("qd,ntd->qnt", q, c).amax(2)
+    for chunk in (None, 1, 2, 7, 100):
+        torch.testing.assert_close(qure.score_corpus(q, c, chunk_size=chunk), naive)
+    torch.testing.assert_close(qure.score_corpus(q, c[:, 0]), q @ c[:, 0].T)
+
+
+def test_score_corpus_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="query must be"):
+        qure.score_corpus(torch.randn(2, 4), torch.randn(3, 2, 5))
+
+
+# --- sampling ---------------------------------------------------------------------------------
+def sets_of(*lists):
+    return qure.HardNegativeSets.from_lists([np.array(s) for s in lists], [False] * len(lists))
+
+
+def test_sampler_draws_without_replacement_then_restarts():
+    sets = sets_of([1, 2, 3], [7], [4, 5])
+    sampler = qure.NegativeSampler(sets, seed=3)
+    draws = torch.stack([sampler.sample() for _ in range(6)])  # (6, Q)
+    assert sorted(draws[:3, 0].tolist()) == [1, 2, 3] and sorted(draws[3:, 0].tolist()) == [1, 2, 3]
+    assert draws[:, 1].tolist() == [7] * 6
+    for cycle in range(3):
+        assert sorted(draws[2 * cycle:2 * cycle + 2, 2].tolist()) == [4, 5]
+
+
+def test_sampler_is_uniform_over_the_set():
+    sets = sets_of(list(range(10)))
+    sampler = qure.NegativeSampler(sets, seed=0)
+    firsts = []
+    for _ in range(2000):  # first draw of each fresh cycle
+        firsts.append(int(sampler.sample()[0]))
+        for _ in range(9):
+            sampler.sample()
+    counts = np.bincount(firsts, minlength=10)
+    assert counts.min() > 140 and counts.max() < 260  # expected 200 each
+
+
+def test_sampler_resume_continues_the_same_sequence():
+    sets = sets_of([1, 2, 3, 4, 5], [6, 7, 8], [9, 10])
+    a = qure.NegativeSampler(sets, seed=11)
+    for _ in range(4):
+        a.sample()
+    state = a.state_dict()
+    expected = [a.sample().tolist() for _ in range(7)]
+    b = qure.NegativeSampler(sets, seed=999)
+    b.load_state_dict(state)
+    assert [b.sample().tolist() for _ in range(7)] == expected
+
+
+def test_sampler_rejects_an_empty_set():
+    with pytest.raises(ValueError, match="query 1 is empty"):
+        qure.NegativeSampler(sets_of([1], []), seed=0)
+
+
+# --- losses -----------------------------------------------------------------------------------
+def test_bradley_terry_by_hand_and_against_the_released_kl_form():
+    pos, neg, tau = torch.tensor([0.8, 0.1]), torch.tensor([0.3, 0.4]), 0.07
+    by_hand = (-math.log(1 / (1 + math.exp(-(0.5 / tau)))) - math.log(1 / (1 + math.exp(0.3 / tau)))) / 2
+    assert qure.bradley_terry_loss(pos, neg, tau).item() == pytest.approx(by_hand, rel=1e-5)
+    logits = torch.stack([pos, neg], 1) / tau
+    released = torch.nn.functional.kl_div(torch.log_softmax(logits, 1), torch.tensor([[1.0, 0.0]] * 2), reduction="batchmean")
+    assert qure.bradley_terry_loss(pos, neg, tau).item() == pytest.approx(released.item(), rel=1e-5)
+
+
+def test_info_nce_by_hand():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    t = torch.tensor([[[1.0, 0.0]], [[0.6, 0.8]]])  # (B, T=1, D)
+    tau = 0.5
+    logits = torch.tensor([[1.0, 0.6], [0.0, 0.8]]) / tau
+    by_hand = -(torch.log_softmax(logits, 1).diagonal()).mean()
+    assert qure.info_nce_loss(q, t, tau).item() == pytest.approx(by_hand.item(), rel=1e-6)
