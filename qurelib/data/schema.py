@@ -1,0 +1,175 @@
+"""One schema for every CIR dataset: `Query`, `CIRSplit`, `DatasetError` and strict JSON helpers.
+
+Every loader (FashionIQ, CIRR, CIRCO, HP-FashionIQ, Fashion-Shapes) adapts its files into these
+types, so scoring, mining, training and metrics never branch on the dataset (STYLE rule 10).
+Errors name the file, the field and the expected layout, and point at the README's dataset section.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+README_POINTER = "see README.md, section 'Datasets', for where to get it and how to lay it out"
+
+
+class DatasetError(ValueError):
+    """A dataset file, field or image is missing or malformed; the message says which and where."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One composed query: a reference image plus the text that modifies it.
+
+    `modification_text` is exactly what the tokenizer sees. `target_id` is None where the split
+    has no targets (CIRR test1, FashionIQ test, CIRCO test). `positives` holds every known
+    relevant id (the target included when known); `group_members` is CIRR's img_set.
+    """
+
+    query_id: str
+    reference_id: str
+    modification_text: str
+    target_id: str | None
+    positives: tuple[str, ...] = ()
+    group_members: tuple[str, ...] = ()
+    category: str | None = None
+    captions: tuple[str, ...] = ()  # raw captions where the dataset has several (FashionIQ: 2)
+
+
+@dataclass
+class CIRSplit:
+    """The queries of one split and the corpus they are ranked against.
+
+    `image_paths` maps every image id the split mentions (corpus, references, targets) to its
+    file; `attributes` is Fashion-Shapes' {image_id: {"category", "attributes", "nuisance"}}
+    (None for real data); `layout` describes the expected files, for error messages.
+    """
+
+    name: str
+    queries: list[Query]
+    corpus_ids: list[str]
+    image_paths: Mapping[str, Path]
+    attributes: dict[str, dict] | None = None
+    layout: str = ""
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    @cached_property
+    def corpus_index(self) -> dict[str, int]:
+        """Image id -> column of the corpus (scores[q, c] convention)."""
+        return {image_id: c for c, image_id in enumerate(self.corpus_ids)}
+
+    def image_path(self, image_id: str) -> Path:
+        """File of an image id; DatasetError if the split does not know the id."""
+        try:
+            return self.image_paths[image_id]
+        except KeyError:
+            raise DatasetError(f"{self.name}: image id {image_id!r} is not part of this split "
+                               f"(neither in its corpus nor in its queries)") from None
+
+    def load_image(self, image_id: str) -> Image.Image:
+        """The image as PIL RGB; DatasetError naming the id and path if the file is missing."""
+        path = self.image_path(image_id)
+        if not path.is_file():
+            raise DatasetError(f"{self.name}: image {image_id!r} missing: expected file {path}. "
+                               f"{self.layout} {README_POINTER}.")
+        with Image.open(path) as img:
+            return img.convert("RGB")
+
+    def target_indices(self) -> torch.Tensor:
+        """Corpus column of every query's target, LongTensor (Q,).
+
+        Raises DatasetError naming the first query without a target or whose target is not in
+        the corpus (the metric would silently count it as a miss otherwise).
+        """
+        index = self.corpus_index
+        out = torch.empty(len(self.queries), dtype=torch.long)  # (Q,)
+        for q, query in enumerate(self.queries):
+            if query.target_id is None:
+                raise DatasetError(f"{self.name}: query {query.query_id!r} has no target "
+                                   f"(this split has no targets to evaluate against)")
+            if query.target_id not in index:
+                raise DatasetError(f"{self.name}: target {query.target_id!r} of query "
+                                   f"{query.query_id!r} is not in the split's corpus")
+            out[q] = index[query.target_id]
+        return out
+
+    def reference_indices(self) -> torch.Tensor:
+        """Corpus column of every query's reference, LongTensor (Q,); -1 where not in the corpus."""
+        index = self.corpus_index
+        return torch.tensor([index.get(q.reference_id, -1) for q in self.queries],
+                            dtype=torch.long)  # (Q,)
+
+    def positive_indices(self) -> list[list[int]]:
+        """Per query, the corpus columns of its known positives (ids outside the corpus dropped)."""
+        index = self.corpus_index
+        return [[index[p] for p in q.positives if p in index] for q in self.queries]
+
+    def check_images(self) -> list[tuple[str, Path]]:
+        """Every (id, path) of the split whose file is missing, all at once (empty list if none)."""
+        seen: dict[str, None] = dict.fromkeys(self.corpus_ids)
+        for q in self.queries:
+            seen.update(dict.fromkeys([q.reference_id, *q.positives, *q.group_members]))
+            if q.target_id is not None:
+                seen[q.target_id] = None
+        missing = []
+        for image_id in seen:
+            path = self.image_paths.get(image_id)
+            if path is None or not path.is_file():
+                missing.append((image_id, path))
+        return missing
+
+
+def read_json(path: Path, dataset: str, layout: str) -> Any:
+    """Parse a dataset JSON file; DatasetError naming the file and the layout if absent or bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{dataset}: missing file {path}. Expected layout: {layout} "
+                           f"{README_POINTER}.")
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{dataset}: malformed JSON in {path} (line {err.lineno}, column "
+                           f"{err.colno}: {err.msg}). Expected layout: {layout}") from None
+
+
+def require(entry: Any, name: str, path: Path, where: str, dataset: str, layout: str) -> Any:
+    """`entry[name]`, or DatasetError naming the field, the file and the entry (`where`)."""
+    if not isinstance(entry, Mapping) or name not in entry:
+        raise DatasetError(f"{dataset}: field {name!r} missing in {where} of {path}. "
+                           f"Expected layout: {layout} {README_POINTER}.")
+    return entry[name]
+
+
+def require_type(value: Any, kind: type | tuple[type, ...], path: Path, what: str,
+                 dataset: str, layout: str) -> Any:
+    """`value` if it is a `kind`, else DatasetError naming what was expected in which file."""
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise DatasetError(f"{dataset}: {what} in {path} should be a {names}, got "
+                           f"{type(value).__name__}. Expected layout: {layout}")
+    return value
+
+
+def require_dir(root: Path, dataset: str, layout: str) -> Path:
+    """`root` as a Path if it is a directory, else DatasetError with the expected layout."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{dataset}: root folder {root} does not exist. Expected layout: "
+                           f"{layout} {README_POINTER}.")
+    return root
+
+
+def as_str_list(value: Sequence, path: Path, what: str, dataset: str, layout: str) -> list[str]:
+    """A JSON list of ids as strings (CIRCO ids are ints in the files)."""
+    require_type(value, list, path, what, dataset, layout)
+    return [str(v) for v in value]
