@@ -73,3 +73,149 @@ def plot_triplets(split: CIRSplit, n: int = 4, seed: int = 0, max_positives: int
     fig.suptitle(f"{split.name}: sample triplets (green: annotated target, "
                  f"blue: other true positives)", fontsize=9)
     return fig
+
+
+# --- saving -----------------------------------------------------------------------------------
+def save_figure(fig: Figure, table: list[dict] | None, profile: str, number: int, slug: str) -> "Path":
+    """Write `figures/<profile>/figNN_<slug>.png` and, when given, the plotted numbers as `.csv`.
+
+    Returns the PNG path. Paths come from qurelib.paths, never from the working directory.
+    """
+    import csv
+
+    from qurelib import paths
+
+    out = paths.FIGURES_DIR / profile
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"fig{number:02d}_{slug}.png"
+    fig.savefig(png, dpi=110)
+    if table:
+        fields = list(dict.fromkeys(k for row in table for k in row))
+        with open(png.with_suffix(".csv"), "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(table)
+    return png
+
+
+# --- score curves (the heart of the study) -----------------------------------------------------
+def _ranking(row: np.ndarray) -> np.ndarray:
+    """Columns in descending score, ties by column (the order qurelib.qure mines in)."""
+    return np.argsort(-row, kind="stable")
+
+
+def score_curve_table(row, target: int, negatives, positives=(), query: int = 0) -> list[dict]:
+    """One query's sorted relevance curve: a row per corpus image with its rank, score and role
+    (target / positive (a false negative if mined) / hard_negative / other)."""
+    row = np.asarray(row, dtype=np.float64)
+    order = _ranking(row)
+    neg, pos = set(int(i) for i in negatives), set(int(i) for i in positives)
+    table = []
+    for rank, col in enumerate(order.tolist()):
+        role = "target" if col == target else "positive" if col in pos else "hard_negative" if col in neg else "other"
+        table.append({"query": query, "rank": rank, "column": col, "score": float(row[col]), "role": role,
+                      "mined": col in neg})
+    return table
+
+
+def plot_score_curves(scores, target_idx, sets, queries, positives=None, max_rank: int | None = None,
+                      title: str = "") -> tuple[Figure, list[dict]]:
+    """Sorted relevance scores of a few queries, with the target's rank, the hard-negative set H
+    shaded between its two drops, and every true positive marked (false negatives show up as
+    blue dots above the first drop, or inside H when the rule lets one through).
+
+    Args:
+        scores: (Q, N) relevance scores; target_idx: (Q,); sets: qurelib.qure.HardNegativeSets.
+        queries: the query rows to draw (one panel each).
+        positives: per query, the corpus columns of all true positives (None when unknown).
+        max_rank: last rank drawn (default: a bit past H, at least 60).
+    Returns the figure and the plotted numbers (rank, score, role per image).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    fig = Figure(figsize=(4.2 * len(queries), 3.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(queries), squeeze=False)[0])
+    table = []
+    for ax, q in zip(axes, queries):
+        negs = sets[q].tolist()
+        pos = positives[q] if positives is not None else ()
+        rows = score_curve_table(scores[q], int(target_idx[q]), negs, pos, query=int(q))
+        table += rows
+        ranks = np.array([r["rank"] for r in rows])
+        vals = np.array([r["score"] for r in rows])
+        h_ranks = ranks[[r["mined"] for r in rows]]
+        t_rank = next(r["rank"] for r in rows if r["role"] == "target")
+        end = max_rank or int(max(60, 1.5 * (h_ranks.max() if len(h_ranks) else t_rank + 30)))
+        end = min(end, len(rows))
+        ax.plot(ranks[:end], vals[:end], color="#444444", lw=1.2, label="sorted scores")
+        if len(h_ranks):
+            lo, hi = h_ranks.min(), h_ranks.max()
+            ax.axvspan(lo - 0.5, min(hi, end) + 0.5, color="#fdae61", alpha=0.35, label=f"H ({len(h_ranks)} images)")
+            for edge in (lo - 0.5, hi + 0.5):
+                if edge < end:
+                    ax.axvline(edge, color="#d73027", lw=1, ls="--")
+        ax.plot([t_rank], [vals[t_rank]], marker="*", ms=13, color="#1a9850", ls="none", label="target")
+        p = [r for r in rows[:end] if r["role"] == "positive"]
+        if p:
+            ax.plot([r["rank"] for r in p], [r["score"] for r in p], "o", ms=5, color="#4575b4",
+                    label=f"other true positives ({sum(r['role'] == 'positive' for r in rows)})")
+        fn = [r for r in p if r["mined"]]
+        if fn:
+            ax.plot([r["rank"] for r in fn], [r["score"] for r in fn], "x", ms=8, color="#d73027",
+                    label="false negative in H")
+        ax.set_xlabel("rank")
+        ax.set_ylabel("relevance score")
+        ax.set_title(f"query {q}: target at rank {t_rank}", fontsize=9)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig, table
+
+
+def plot_set_sizes(sizes_by_name: dict, title: str = "hard-negative set sizes") -> tuple[Figure, list[dict]]:
+    """Histogram (log-spaced bins) of |H| per query for each strategy or refresh."""
+    fig = Figure(figsize=(6, 3.2), layout="constrained")
+    ax = fig.subplots()
+    all_sizes = np.concatenate([np.asarray(s, dtype=float) for s in sizes_by_name.values()])
+    bins = np.unique(np.geomspace(1, max(2.0, all_sizes.max() + 1), 30).round())
+    table = []
+    for name, sizes in sizes_by_name.items():
+        sizes = np.asarray(sizes)
+        ax.hist(np.maximum(sizes, 1), bins=bins, histtype="step", lw=1.5,
+                label=f"{name} (mean {sizes.mean():.0f}, median {np.median(sizes):.0f})")
+        table += [{"set": name, "query": i, "size": int(s)} for i, s in enumerate(sizes)]
+    ax.set_xscale("log")
+    ax.set_xlabel("|H| (images)")
+    ax.set_ylabel("queries")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    return fig, table
+
+
+def plot_ranked_results(split: CIRSplit, scores, queries, k: int = 5,
+                        title: str = "") -> tuple[Figure, list[dict]]:
+    """Reference + text and the top-k retrieved images of a few queries; the target framed green,
+    other true positives (false negatives of contrastive training) blue, the rest grey."""
+    scores = np.asarray(scores, dtype=np.float64)
+    fig = Figure(figsize=(1.7 * (k + 1), 2.6 * len(queries)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(queries), k + 1, squeeze=False))
+    table = []
+    colours = {"target": "#1a9850", "positive": "#4575b4", "other": "#999999"}
+    for r, q in enumerate(queries):
+        query = split.queries[q]
+        _show(axes[r, 0], split.load_image(query.reference_id), "reference", textwrap.fill(query.modification_text, 24))
+        top = _ranking(scores[q])[:k]
+        for c, col in enumerate(top.tolist()):
+            image_id = split.corpus_ids[col]
+            role = "target" if image_id == query.target_id else "positive" if image_id in query.positives else "other"
+            ax = axes[r, c + 1]
+            ax.imshow(np.asarray(split.load_image(image_id)))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colours[role])
+                spine.set_linewidth(3)
+            ax.set_title(f"#{c + 1} {role}", fontsize=8, color=colours[role])
+            ax.set_xlabel(f"{scores[q, col]:.3f}", fontsize=7)
+            table.append({"query": q, "rank": c, "image": image_id, "score": float(scores[q, col]), "role": role})
+    fig.suptitle(title or "top-ranked images (green: target, blue: other true positives)", fontsize=9)
+    return fig, table

@@ -1,0 +1,89 @@
+"""Static rules for the notebooks (STYLE.md rules 3, 4, 9): thin cells, tagged flat parameters,
+params/*.yaml keys that exist in the notebook they target with the same type, no stray outputs."""
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qurelib.paths import NOTEBOOKS_DIR, PARAMS_DIR
+
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+PARAM_FILES = sorted(PARAMS_DIR.glob("*.yaml"))
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def code_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def parameters(path: Path) -> dict:
+    """The literals of the notebook's `parameters` cell, {name: value}."""
+    cells = [c for c in code_cells(load(path)) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: expected exactly one cell tagged 'parameters', found {len(cells)}"
+    out = {}
+    for node in ast.parse(source(cells[0])).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, \
+            f"{path.name}: the parameters cell may hold only `name = literal` lines"
+        out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 6, [p.name for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_cells_define_nothing(path):
+    for cell in code_cells(load(path)):
+        tree = ast.parse(source(cell))
+        defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
+        assert not defs, f"{path.name}: a cell defines {type(defs[0]).__name__}; move it into qurelib"
+        loops = [n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.While))]
+        assert not loops, f"{path.name}: a cell holds a loop; training and helpers belong in qurelib"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_is_flat_and_commented(path):
+    params = parameters(path)
+    assert "profile" in params
+    cell = next(c for c in code_cells(load(path)) if "parameters" in c.get("metadata", {}).get("tags", []))
+    for line in source(cell).splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert "#" in line, f"{path.name}: parameter line without a comment: {line!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_outputs_but_the_kept_summary(path):
+    kept = [c for c in code_cells(load(path)) if c.get("outputs")]
+    assert len(kept) <= 1, f"{path.name}: {len(kept)} cells carry outputs; strip all but the summary cell"
+    for cell in kept:
+        assert "NBVAL_CHECK_OUTPUT" in source(cell), f"{path.name}: an output is kept on an unchecked cell"
+
+
+@pytest.mark.parametrize("params_file", PARAM_FILES, ids=lambda p: p.name)
+def test_params_keys_exist_with_the_same_type(params_file):
+    values = yaml.safe_load(params_file.read_text()) or {}
+    declared = {}
+    for nb in NOTEBOOKS:
+        for name, value in parameters(nb).items():
+            declared.setdefault(name, value)
+    for key, value in values.items():
+        assert key in declared, f"{params_file.name}: key {key!r} is in no notebook's parameters cell (misspelled?)"
+        expected = type(declared[key])
+        ok = isinstance(value, expected) or (expected is float and isinstance(value, int) and not isinstance(value, bool))
+        assert ok, f"{params_file.name}: {key!r} is {type(value).__name__}, the notebooks declare {expected.__name__}"
+
+
+def test_every_profile_has_a_params_file():
+    names = {p.stem for p in PARAM_FILES}
+    assert {"smoke", "default", "paper-fiq", "paper-cirr"} <= names, names
