@@ -1,0 +1,404 @@
+"""QuRe's training procedure (Algorithm 1, App. A) as the released code runs it, resumable.
+
+    E = config.epochs, period = max(1, E // n_def)
+    for e in 0..E-1:
+        lr_e = (lr - lr/100) * 0.5 * (1 + cos(pi e / E)) + lr/100        # per-epoch cosine
+        if e == 0 and warmup:        H = corpus \\ {target}                 # warm-up (random negatives)
+        elif e % period == 0:        H = mine_hard_negatives(current model)  # within each split's corpus
+        one negative per query from H (NegativeSampler), Bradley-Terry loss (Eqs. 2-3), AdamW
+        checkpoint + one line of history.jsonl
+
+`loss="info_nce"` is the contrastive baseline (CLIP4Cir / SPRC): same data, schedule and model,
+in-batch negatives, no mining. The vision tower is frozen, so images are encoded once per run
+(`evaluate.build_image_cache`) and only the Q-Former, projections, ViT layer-norm and temperature
+train. On CUDA the forward runs under bf16 autocast (the released code: fp16 + GradScaler).
+
+Resume: `train` on a `run_dir` holding a checkpoint continues after its last complete epoch. Every
+random draw of epoch e (query order, warm-up negatives, dropout) comes from generators seeded by
+(config.seed, e), and the sampler, optimizer and mined sets are in the checkpoint, so an
+interrupted-then-resumed run ends with the same weights and history (bar timing fields) as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from qurelib.data.schema import CIRSplit
+from qurelib.evaluate import (ImageCache, _autocast, audit_hard_negatives, build_image_cache,
+                              encode_split, evaluate_splits, hard_negative_stats)
+from qurelib.model import load_checkpoint, resolve_device, save_checkpoint
+from qurelib.qure import (RULES, STRATEGIES, HardNegativeSets, NegativeSampler, bradley_terry_loss,
+                          info_nce_loss, mine_hard_negatives, score_corpus)
+
+LOSSES = ("bradley_terry", "info_nce")
+TIMING_KEYS = ("wall_s", "epoch_s", "mining_s", "train_s", "queries_per_s", "eval_s")
+CHECKPOINT = "checkpoint"
+HISTORY = "history.jsonl"
+_NOT_RESUME_KEYS = {"device", "progress", "encode_batch_size"}  # may differ on resume
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are the released FashionIQ config (facts.md section 2)."""
+
+    epochs: int = 30                 # E (released: FashionIQ 30, CIRR 50)
+    n_def: int = 6                   # number of H definitions; H is redefined every E // n_def epochs
+    batch_size: int = 32             # queries per step
+    lr: float = 5e-6                 # initial lr (released: FIQ 5e-6, CIRR 1e-5); cosine to lr/100
+    weight_decay: float = 0.05       # AdamW
+    seed: int = 1000                 # released random_seed
+    loss: str = "bradley_terry"      # "bradley_terry" (QuRe) | "info_nce" (in-batch baseline)
+    warmup: bool = True              # first E // n_def epochs: random negatives from corpus \ target
+    strategy: str = "drops"          # mine_hard_negatives strategy (Fig. 4 ablations)
+    rule: str = "released"           # drops rule: "released" | "paper"
+    consecutive_threshold: int = 1   # released rule: drop positions must differ by more
+    k: int | None = None             # set size of the top-k strategies
+    ratio: float | None = None       # percent_of_positive ratio, e.g. 0.95
+    exclude_reference: bool = False  # drop the reference from the mining ranking (released: kept)
+    audit: tuple[str, ...] = ()      # extra strategies whose FN rate is logged at each re-mining
+    audit_k: int = 100               # k of the audited top-k strategies (paper Fig. 4: 100)
+    audit_ratio: float = 0.95        # ratio of the audited percent_of_positive strategy
+    eval_every: int = 0              # validate every this many epochs (and at the end); 0 = never
+    device: str = "auto"             # "auto" | "cpu" | "cuda"
+    amp: bool = True                 # bf16 autocast on CUDA
+    encode_batch_size: int = 256     # batch size when encoding for mining / evaluation
+    progress: bool = True            # tqdm bars
+
+    def __post_init__(self):
+        checks = [(self.epochs >= 1, "epochs >= 1"), (self.n_def >= 1, "n_def >= 1"),
+                  (self.batch_size >= 1, "batch_size >= 1"), (self.lr > 0, "lr > 0"),
+                  (self.loss in LOSSES, f"loss in {LOSSES}"),
+                  (self.strategy in STRATEGIES, f"strategy in {STRATEGIES}"),
+                  (self.rule in RULES, f"rule in {RULES}")]
+        bad = [msg for ok, msg in checks if not ok]
+        if bad:
+            raise ValueError(f"TrainConfig: expected {', '.join(bad)}; got {self}")
+
+    @property
+    def period(self) -> int:
+        """Epochs between two definitions of H (released: E // n_def; at least 1)."""
+        return max(1, self.epochs // self.n_def)
+
+    def mines_at(self, epoch: int) -> bool:
+        """Algorithm 1: redefine H at e % period == 0, except e == 0 under warm-up."""
+        return self.loss == "bradley_terry" and epoch % self.period == 0 and (epoch > 0 or not self.warmup)
+
+    def lr_at(self, epoch: int) -> float:
+        """Released per-epoch cosine from lr to lr / 100 (config min_lr is ignored there too)."""
+        low = self.lr / 100.0
+        return (self.lr - low) * 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs)) + low
+
+
+@dataclass
+class TrainData:
+    """Training queries of all splits, flattened, with rows into the image cache."""
+
+    splits: dict[str, CIRSplit]
+    texts: list[str]
+    reference_rows: torch.Tensor         # (Q,) cache rows
+    target_rows: torch.Tensor            # (Q,) cache rows
+    corpus_rows: dict[str, torch.Tensor]  # split -> (N_s,) cache rows of its corpus
+    offsets: dict[str, int] = field(default_factory=dict)  # split -> first query
+
+    @staticmethod
+    def build(splits: dict[str, CIRSplit], cache: ImageCache) -> "TrainData":
+        texts, refs, targets, offsets, corpus_rows = [], [], [], {}, {}
+        for name, split in splits.items():
+            offsets[name] = len(texts)
+            corpus_rows[name] = cache.rows(split.corpus_ids)
+            local = split.target_indices()  # DatasetError if a target is missing
+            targets.append(corpus_rows[name][local])
+            refs.append(cache.rows([q.reference_id for q in split.queries]))
+            texts += [q.modification_text for q in split.queries]
+        return TrainData(dict(splits), texts, torch.cat(refs), torch.cat(targets), corpus_rows, offsets)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def random_negatives(self, gen: torch.Generator) -> torch.Tensor:
+        """(Q,) cache rows: per query, uniform over its split's corpus minus the target (warm-up)."""
+        out = []
+        for name, split in self.splits.items():
+            n = len(split.corpus_ids)
+            if n < 2:
+                raise ValueError(f"split {name!r}: a corpus of {n} image(s) has no negatives")
+            target = split.target_indices()  # (Q_s,)
+            draw = (torch.rand(len(target), generator=gen, dtype=torch.float64) * (n - 1)).long()
+            draw = draw + (draw >= target).long()  # skip the target column
+            out.append(self.corpus_rows[name][draw])
+        return torch.cat(out)
+
+
+def _epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + salt)
+
+
+# ----------------------------------------------------------------------------- mining
+@torch.no_grad()
+def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
+                epoch: int) -> tuple[HardNegativeSets, dict]:
+    """Encode with the current model, score and mine H within each split's own corpus.
+
+    Returns the sets of all training queries in order, as cache rows, and per-split statistics
+    (`evaluate.hard_negative_stats`, plus the `config.audit` strategies under "audit").
+    """
+    indptr, indices, fallback, stats = [torch.zeros(1, dtype=torch.long)], [], [], {}
+    for name, split in tqdm(data.splits.items(), desc=f"mine H (epoch {epoch})", disable=not config.progress,
+                            leave=False):
+        query, corpus = encode_split(model, split, cache, batch_size=config.encode_batch_size,
+                                     amp=config.amp, progress=config.progress)
+        scores = score_corpus(query, corpus).cpu()  # (Q_s, N_s)
+        target = split.target_indices()  # (Q_s,)
+        exclude = None
+        if config.exclude_reference:
+            exclude = split.reference_indices()
+            if bool((exclude < 0).any()):
+                raise ValueError(f"split {name!r}: exclude_reference needs every reference in the corpus")
+        sets = mine_hard_negatives(scores, target, strategy=config.strategy, rule=config.rule,
+                                   consecutive_threshold=config.consecutive_threshold, k=config.k,
+                                   ratio=config.ratio, exclude=exclude)
+        positives = split.positive_indices() if any(q.positives for q in split.queries) else None
+        stats[name] = hard_negative_stats(sets, positives)
+        if config.audit:
+            stats[name]["audit"] = audit_hard_negatives(
+                scores, target, positives, config.audit, k=config.audit_k, ratio=config.audit_ratio,
+                exclude=exclude, consecutive_threshold=config.consecutive_threshold)
+        indptr.append(sets.indptr[1:] + indptr[-1][-1])
+        indices.append(data.corpus_rows[name][sets.indices])
+        fallback.append(sets.fallback)
+    merged = HardNegativeSets(torch.cat(indptr), torch.cat(indices), torch.cat(fallback))
+    return merged, stats
+
+
+# ----------------------------------------------------------------------------- one epoch
+def _batch_loss(model, data: TrainData, cache: ImageCache, ids: torch.Tensor,
+                negatives: torch.Tensor | None, loss: str) -> torch.Tensor:
+    """Loss of one batch of query ids (B,): Bradley-Terry on (target, negative) or in-batch InfoNCE."""
+    device = cache.embeds.device
+    tok = model.tokenize([data.texts[i] for i in ids.tolist()])
+    reference = cache.embeds[data.reference_rows[ids].to(device)]  # (B, P, H)
+    query = model.encode_query(image_embeds=reference, **tok)  # (B, D)
+    if loss == "info_nce":
+        target = model.encode_corpus(image_embeds=cache.embeds[data.target_rows[ids].to(device)])  # (B, T, D)
+        return info_nce_loss(query, target, model.temperature)
+    rows = torch.cat([data.target_rows[ids], negatives[ids]]).to(device)  # (2B,)
+    images = model.encode_corpus(image_embeds=cache.embeds[rows])  # (2B, T, D)
+    scores = (images * query.repeat(2, 1)[:, None, :]).sum(dim=-1).amax(dim=-1)  # (2B,) max over T
+    pos, neg = scores.split(len(ids))
+    return bradley_terry_loss(pos, neg, model.temperature)
+
+
+def run_epoch(model, optimizer, data: TrainData, cache: ImageCache, negatives: torch.Tensor | None,
+              config: TrainConfig, epoch: int) -> float:
+    """One pass over the shuffled training queries; returns the mean loss per query."""
+    model.train()
+    order = torch.randperm(len(data), generator=_epoch_generator(config.seed, epoch, salt=1))  # (Q,)
+    total, count = 0.0, 0
+    bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}", disable=not config.progress,
+               leave=False)
+    for start in bar:
+        ids = order[start:start + config.batch_size]  # (B,)
+        with _autocast(model, config.amp):
+            loss = _batch_loss(model, data, cache, ids, negatives, config.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(ids)
+        count += len(ids)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / max(count, 1)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _config_json(config: TrainConfig) -> dict:
+    return json.loads(json.dumps(asdict(config)))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _save(model, optimizer, run_dir: Path, config: TrainConfig, epoch: int, history: list[dict],
+          sets: HardNegativeSets | None, sampler: NegativeSampler | None) -> None:
+    """Checkpoint after `epoch`, then history.jsonl (rewritten from the checkpointed history)."""
+    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "history": history,
+             "sets": None if sets is None else {"indptr": sets.indptr, "indices": sets.indices,
+                                               "fallback": sets.fallback},
+             "sampler": None if sampler is None else sampler.state_dict()}
+    extra = {"kind": "qurelib-train", "epoch": epoch, "train_config": _config_json(config)}
+    save_checkpoint(model, run_dir / CHECKPOINT, extra=extra, state=state)
+    _write_atomic(run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def _resume(model, optimizer, run_dir: Path, config: TrainConfig):
+    """(next epoch, history, sets, sampler) from run_dir's checkpoint, or a fresh start."""
+    if not (run_dir / CHECKPOINT).exists():
+        return 0, [], None, None
+    ckpt = load_checkpoint(run_dir / CHECKPOINT, device=str(model.device))
+    saved = ckpt.extra.get("train_config", {})
+    mine = _config_json(config)
+    diff = sorted(k for k in set(saved) | set(mine) if k not in _NOT_RESUME_KEYS and saved.get(k) != mine.get(k))
+    if diff:
+        raise ValueError(f"{run_dir}: its checkpoint was trained with a different config "
+                         f"({', '.join(f'{k}: {saved.get(k)!r} != {mine.get(k)!r}' for k in diff)}); "
+                         f"use a new run_dir")
+    model.load_state_dict(ckpt.model.state_dict())
+    state = ckpt.state
+    optimizer.load_state_dict(state["optimizer"])
+    sets = sampler = None
+    if state["sets"] is not None:
+        sets = HardNegativeSets(state["sets"]["indptr"], state["sets"]["indices"], state["sets"]["fallback"])
+        sampler = NegativeSampler(sets, seed=0)
+        sampler.load_state_dict(state["sampler"])
+    return state["epoch"] + 1, list(state["history"]), sets, sampler
+
+
+# ----------------------------------------------------------------------------- the run
+def _one_epoch(model, optimizer, data: TrainData, cache: ImageCache, config: TrainConfig, epoch: int,
+               sets, sampler, val_splits) -> tuple[dict, HardNegativeSets | None, NegativeSampler | None]:
+    """Negatives for `epoch` (warm-up draw, re-mining or the sampler), one pass, optional validation."""
+    record: dict = {"epoch": epoch, "lr": config.lr_at(epoch)}
+    for group in optimizer.param_groups:
+        group["lr"] = record["lr"]
+    t0 = time.perf_counter()
+    if config.mines_at(epoch):
+        sets, record["mining"] = mine_splits(model, data, cache, config, epoch)
+        sampler = NegativeSampler(sets, seed=config.seed * 1_000_003 + epoch)
+    record["mining_s"] = time.perf_counter() - t0
+    if config.loss == "info_nce":
+        negatives, record["negatives"] = None, "in_batch"
+    elif sampler is None:
+        negatives, record["negatives"] = data.random_negatives(_epoch_generator(config.seed, epoch)), "random"
+    else:
+        negatives, record["negatives"] = sampler.sample(), "mined"
+    t1 = time.perf_counter()
+    record["loss"] = run_epoch(model, optimizer, data, cache, negatives, config, epoch)
+    record["train_s"] = time.perf_counter() - t1
+    record["queries_per_s"] = len(data) / max(record["train_s"], 1e-9)
+    record["temperature"] = float(model.temperature.detach())
+    last = epoch == config.epochs - 1
+    if val_splits and config.eval_every and ((epoch + 1) % config.eval_every == 0 or last):
+        t2 = time.perf_counter()
+        result = evaluate_splits(model, val_splits, image_cache=cache, progress=config.progress,
+                                 batch_size=config.encode_batch_size)
+        record["val"] = {name: {k: v for k, v in r.items() if k.startswith(("R@", "Rs@", "avg", "nDCG", "P@"))}
+                         for name, r in result["per_split"].items()}
+        record["val"].update({k: v for k, v in result.items() if k != "per_split"})
+        record["eval_s"] = time.perf_counter() - t2
+    return record, sets, sampler
+
+
+def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str | os.PathLike, *,
+          val_splits: dict[str, CIRSplit] | None = None, image_cache: ImageCache | None = None) -> list[dict]:
+    """Fine-tune `model` on `splits` (Algorithm 1), checkpointing every epoch to `run_dir`.
+
+    Args:
+        model: a CIRModel with a frozen vision tower (`load_model`, `load_checkpoint`); trained in place.
+        splits: {name: CIRSplit} of training queries; each split is its own mining corpus
+            (FashionIQ: one per category). Every query needs a target in its corpus.
+        config: TrainConfig.
+        run_dir: gets config.json, history.jsonl (one record per epoch) and checkpoint/ (the
+            model after the last complete epoch plus optimizer, sampler and mined sets). If it
+            already holds a checkpoint of the same config, training resumes after it.
+        val_splits: optional {name: CIRSplit} evaluated every `config.eval_every` epochs.
+        image_cache: frozen-ViT features covering every split (built here if None).
+    Returns:
+        The history: one dict per epoch with epoch, lr, loss, temperature, negatives ("random",
+        "mined" or "in_batch"), timings (TIMING_KEYS), "mining" statistics after a re-mining
+        (per split: set sizes, fallbacks, fn_rate, queries_with_fn, and "audit"), and "val".
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    model.to(device)
+    cache = image_cache or build_image_cache(model, [*splits.values(), *(val_splits or {}).values()],
+                                             progress=config.progress)
+    data = TrainData.build(splits, cache)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    start, history, sets, sampler = _resume(model, optimizer, run_dir, config)
+    if start == 0:
+        summary = {name: {"queries": len(s.queries), "corpus": len(s.corpus_ids)} for name, s in splits.items()}
+        _write_atomic(run_dir / "config.json", json.dumps(
+            {"train_config": _config_json(config), "splits": summary, "model": getattr(model, "source", None)},
+            indent=1))
+    wall = history[-1]["wall_s"] if history else 0.0
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    for epoch in tqdm(range(start, config.epochs), initial=start, total=config.epochs, desc="train",
+                      disable=not config.progress):
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=cuda):  # dropout draws depend on (seed, epoch) only
+            torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + 2)
+            record, sets, sampler = _one_epoch(model, optimizer, data, cache, config, epoch, sets, sampler,
+                                               val_splits)
+        record["epoch_s"] = time.perf_counter() - t0
+        wall += record["epoch_s"]
+        record["wall_s"] = wall
+        history.append(record)
+        _save(model, optimizer, run_dir, config, epoch, history, sets, sampler)
+    model.eval()
+    return history
+
+
+def read_history(run_dir: str | os.PathLike) -> list[dict]:
+    """The records of `run_dir/history.jsonl` (empty list if the run has not finished an epoch)."""
+    path = Path(run_dir) / HISTORY
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------- presets and bench
+PROFILE_CONFIGS: dict[str, dict] = {
+    # Fashion-Shapes smoke: 180 train queries; warm-up epoch 0, re-mining at epochs 1 and 2.
+    "smoke": dict(epochs=3, n_def=3, batch_size=16, lr=1e-4),
+    # Fashion-Shapes default: 3,600 train queries; warm-up epochs 0-1, re-mining at 2 and 4
+    # (6 epochs fit ~3 min on 2 CPU cores with the tiny model; see the issue 5 report).
+    "default": dict(epochs=6, n_def=3, batch_size=32, lr=1e-4),
+    # The released FashionIQ / CIRR configs (facts.md section 2).
+    "fashioniq": dict(epochs=30, n_def=6, batch_size=32, lr=5e-6),
+    "cirr": dict(epochs=50, n_def=6, batch_size=32, lr=1e-5),
+}
+
+
+def profile_config(profile: str, **overrides) -> TrainConfig:
+    """TrainConfig of a named preset (PROFILE_CONFIGS) with `overrides` applied."""
+    if profile not in PROFILE_CONFIGS:
+        raise ValueError(f"unknown training profile {profile!r}; expected one of {tuple(PROFILE_CONFIGS)}")
+    return TrainConfig(**{**PROFILE_CONFIGS[profile], **overrides})
+
+
+def bench_training(quick: bool = False, device: str = "cpu") -> list[dict]:
+    """`make bench` rows: image-cache time, training queries/s and time per re-mining on
+    Fashion-Shapes (smoke if quick, else default) with the tiny model, 2 epochs, one re-mining."""
+    import tempfile
+
+    from qurelib.data.synthetic import load_fashion_shapes, make_fashion_shapes
+    from qurelib.model import load_model
+    from qurelib.paths import generated_data_dir
+
+    profile = "smoke" if quick else "default"
+    splits = load_fashion_shapes(make_fashion_shapes(generated_data_dir(profile), profile), "train")
+    model = load_model("tiny", device=device)
+    t0 = time.perf_counter()
+    cache = build_image_cache(model, splits.values(), progress=False)
+    cache_s = time.perf_counter() - t0
+    config = profile_config(profile, epochs=2, n_def=2, device=device, progress=False)
+    with tempfile.TemporaryDirectory() as run_dir:
+        history = train(model, splits, config, run_dir, image_cache=cache)
+    return [{"bench": "train", "profile": profile, "device": device, "threads": torch.get_num_threads(),
+             "queries": sum(len(s.queries) for s in splits.values()), "images": len(cache.row),
+             "image_cache_s": round(cache_s, 2),
+             "queries_per_s": round(sum(r["queries_per_s"] for r in history) / len(history), 1),
+             "remining_s": round(history[1]["mining_s"], 2)}]

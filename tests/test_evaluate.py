@@ -1,0 +1,88 @@
+"""qurelib.evaluate: image cache, split metrics, graded relevance and the mined-set audit."""
+
+import math
+
+import pytest
+import torch
+
+from qurelib import evaluate as E
+from qurelib import metrics as M
+from qurelib.data.schema import CIRSplit, DatasetError, Query
+from qurelib.qure import HardNegativeSets
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    from qurelib.data.synthetic import load_fashion_shapes, make_fashion_shapes
+    from qurelib.model import load_model
+
+    root = make_fashion_shapes(tmp_path_factory.mktemp("fs") / "smoke", "smoke", seed=0)
+    split = load_fashion_shapes(root, "val")["dress"]
+    model = load_model("tiny", device="cpu")
+    return model, split, E.build_image_cache(model, [split], batch_size=16, progress=False)
+
+
+def test_image_cache_rows_match_direct_encoding(smoke):
+    model, split, cache = smoke
+    ids = split.corpus_ids[:3] + split.corpus_ids[-2:]
+    direct = model.encode_image(model.preprocess([split.load_image(i) for i in ids]))
+    assert torch.allclose(cache.embeds[cache.rows(ids)], direct, atol=1e-5)
+    assert set(E.split_image_ids(split)) == set(cache.row)
+    with pytest.raises(KeyError, match="nope"):
+        cache.rows(["nope"])
+
+
+def test_evaluate_matches_metrics_on_its_scores(smoke):
+    model, split, cache = smoke
+    out = E.evaluate(model, split, image_cache=cache, return_scores=True, progress=False)
+    scores = out["scores"]
+    assert scores.shape == (len(split.queries), len(split.corpus_ids))
+    recall = M.recall_at_k(scores, split.target_indices(), E.RECALL_KS)
+    assert all(out[f"R@{k}"] == pytest.approx(v) for k, v in recall.items())
+    assert {"P@5", "PR@10", "mAP@5", "nDCG@10", "first_fn"} <= set(out)
+    assert "Rs@1" not in out  # no img_set members in Fashion-Shapes
+
+
+def test_relevance_matrix_matches_graded_relevance(smoke):
+    from qurelib.data.synthetic import graded_relevance
+
+    _, split, _ = smoke
+    rel = E.relevance_matrix(split)
+    for q in (0, 5):
+        target = split.attributes[split.queries[q].target_id]
+        for c in (0, 7, 20):
+            assert rel[q, c] == pytest.approx(graded_relevance(target, split.attributes[split.corpus_ids[c]]))
+    assert bool((rel[torch.arange(len(split.queries)), split.target_indices()] == 1).all())
+
+
+def _toy_split(**query_fields):
+    queries = [Query(f"q{i}", "a", "text", **fields) for i, fields in enumerate(query_fields["rows"])]
+    return CIRSplit("toy", queries, ["a", "b", "c", "d", "e", "f", "g"], {})
+
+
+def test_metrics_from_scores_cirr_protocol_and_missing_targets():
+    members = ("a", "b", "c", "e", "f", "g")
+    split = _toy_split(rows=[dict(target_id="b", group_members=members),
+                             dict(target_id=None, group_members=members)])
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.85, 0.1, 0.2, 0.3]] * 2)
+    out = E.metrics_from_scores(split, scores)
+    assert out["R@1"] == 0.0 and out["R@5"] == 100.0 and out["Rs@1"] == 100.0  # reference "a" removed
+    bad = _toy_split(rows=[dict(target_id="zz")])
+    with pytest.raises(DatasetError, match="zz"):
+        E.metrics_from_scores(bad, scores[:1])
+
+
+def test_hard_negative_stats_and_audit():
+    sets = HardNegativeSets.from_lists([torch.tensor([1, 2, 3]).numpy(), torch.tensor([4]).numpy()], [False, True])
+    stats = E.hard_negative_stats(sets, [[0, 2], [5]])
+    assert stats["fn_rate"] == pytest.approx(25.0) and stats["queries_with_fn"] == pytest.approx(50.0)
+    assert stats["size_max"] == 3 and stats["fallbacks"] == 1
+    assert "fn_rate" not in E.hard_negative_stats(sets, None)
+    scores = torch.rand(6, 30, generator=torch.Generator().manual_seed(0))
+    target = torch.arange(6)
+    positives = [[q, q + 10] for q in range(6)]
+    audit = E.audit_hard_negatives(scores, target, positives, k=5)
+    assert set(audit) == set(E.AUDIT_SPECS)
+    assert audit["all"]["size_min"] == 29 and audit["all"]["fn_rate"] == pytest.approx(100 / 29)
+    assert audit["top_k"]["size_max"] == 5
+    assert not math.isnan(audit["drops/released"]["size_mean"])

@@ -1,0 +1,277 @@
+"""qurelib.metrics against naive Python loops and hand-computed cases (ties, masks, bad input)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from qurelib import metrics as M
+
+
+def _rand(q=40, n=60, seed=0, levels=None):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.rand(q, n, generator=g)
+    if levels:  # coarse scores -> many ties
+        s = (s * levels).floor()
+    return s
+
+
+def _naive_rank(row, t):
+    """Optimistic rank: position of t if it wins every tie."""
+    order = sorted(range(len(row)), key=lambda c: (-float(row[c]), c != t))
+    return order.index(t)
+
+
+def _naive_order(row, pos):
+    """Ranking with ties broken toward positives, then by lower column."""
+    return sorted(range(len(row)), key=lambda c: (-float(row[c]), c not in pos, c))
+
+
+# ----------------------------------------------------------------------------- recall
+@pytest.mark.parametrize("levels", [None, 5])
+def test_recall_matches_loop(levels):
+    s = _rand(levels=levels)
+    t = torch.randint(0, s.shape[1], (s.shape[0],), generator=torch.Generator().manual_seed(1))
+    got = M.recall_at_k(s, t, ks=(1, 3, 10))
+    for k in (1, 3, 10):
+        want = 100 * np.mean([_naive_rank(s[q], int(t[q])) < k for q in range(len(t))])
+        assert got[k] == pytest.approx(want)
+
+
+def test_recall_hand_cases_and_ties():
+    s = torch.tensor([[0.9, 0.5, 0.5, 0.1],   # target 2 tied with 1 -> rank 1 (strictly greater: 1)
+                      [0.2, 0.2, 0.2, 0.2],   # all tied -> rank 0
+                      [0.1, 0.2, 0.3, 0.4]])  # target 0 last -> rank 3
+    t = torch.tensor([2, 3, 0])
+    assert M.target_ranks(s, t).tolist() == [1, 0, 3]
+    r = M.recall_at_k(s, t, ks=(1, 2, 4))
+    assert r[1] == pytest.approx(100 / 3) and r[2] == pytest.approx(200 / 3) and r[4] == 100
+
+
+def test_recall_skips_queries_without_target():
+    s = torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.5, 0.4]])
+    r = M.recall_at_k(s, torch.tensor([0, -1, 1]), ks=(1,))
+    assert r[1] == 50.0
+    with pytest.raises(ValueError, match="no query has a target"):
+        M.recall_at_k(s, torch.tensor([-1, -1, -1]))
+
+
+@pytest.mark.parametrize("bad", [5, -2])
+def test_recall_target_out_of_range_names_query(bad):
+    s = torch.rand(3, 5)
+    with pytest.raises(ValueError, match="query 1"):
+        M.recall_at_k(s, torch.tensor([0, bad, 1]))
+
+
+def test_nan_names_query():
+    s = torch.rand(4, 5)
+    s[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="query 2"):
+        M.recall_at_k(s, torch.zeros(4, dtype=torch.long))
+
+
+def test_numpy_input_and_shape_errors():
+    s = np.random.default_rng(0).random((3, 4))
+    assert M.recall_at_k(s, np.array([0, 1, 2]), ks=(4,))[4] == 100.0
+    with pytest.raises(ValueError, match="entries"):
+        M.recall_at_k(s, np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"\(Q, N\)"):
+        M.recall_at_k(s[0], np.array([0]))
+
+
+def test_fashioniq_metrics():
+    per = {"dress": {10: 30.0, 50: 60.0}, "shirt": {10: 20.0, 50: 50.0}, "toptee": {"R@10": 40.0, "R@50": 70.0}}
+    out = M.fashioniq_metrics(per)
+    assert out["R@10"] == pytest.approx(30.0) and out["R@50"] == pytest.approx(60.0)
+    assert out["avg"] == pytest.approx(45.0)
+    assert out["per_category"]["dress"]["R@50"] == 60.0
+    with pytest.raises(ValueError):
+        M.fashioniq_metrics({"dress": {5: 1.0, 10: 2.0}})
+
+
+# ----------------------------------------------------------------------------- CIRR
+def _naive_cirr(s, t, ref, groups):
+    r, rs = [], []
+    for q in range(len(t)):
+        cols = [c for c in range(s.shape[1]) if c != ref[q]]
+        r.append(sorted(cols, key=lambda c: (-float(s[q, c]), c != t[q])).index(t[q]))
+        members = [c for c in groups[q] if c != ref[q]]
+        rs.append(sorted(members, key=lambda c: (-float(s[q, c]), c != t[q])).index(t[q]))
+    out = {f"R@{k}": 100 * np.mean([x < k for x in r]) for k in (1, 5, 10, 50)}
+    out.update({f"Rs@{k}": 100 * np.mean([x < k for x in rs]) for k in (1, 2, 3)})
+    out["avg"] = (out["R@5"] + out["Rs@1"]) / 2
+    return out
+
+
+@pytest.mark.parametrize("levels", [None, 4])
+def test_cirr_matches_loop(levels):
+    q, n = 30, 80
+    s = _rand(q, n, seed=3, levels=levels)
+    rng = np.random.default_rng(0)
+    groups = np.stack([rng.choice(n, 6, replace=False) for _ in range(q)])
+    ref, t = groups[:, 0].copy(), groups[:, 2].copy()
+    s[torch.arange(q), torch.as_tensor(ref)] = 10.0  # reference would top every ranking
+    got = M.cirr_metrics(s, t, ref, groups)
+    want = _naive_cirr(s, t, ref, groups)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key]), key
+
+
+def test_cirr_hand_case_reference_removed():
+    # reference (col 0) scores highest; target (col 1) is second -> R@1 = 100 once the reference goes
+    s = torch.tensor([[0.9, 0.8, 0.7, 0.85, 0.1, 0.2, 0.3]])
+    group = torch.tensor([[0, 1, 2, 4, 5, 6]])  # col 3 (0.85) is outside the set
+    out = M.cirr_metrics(s, torch.tensor([1]), torch.tensor([0]), group)
+    assert out["R@1"] == 0.0 and out["R@5"] == 100.0  # col 3 beats the target in the full ranking
+    assert out["Rs@1"] == 100.0 and out["avg"] == 100.0
+
+
+def test_cirr_errors():
+    s = torch.rand(2, 8)
+    g = torch.tensor([[0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5]])
+    with pytest.raises(ValueError, match="query 1 .*not among"):
+        M.cirr_metrics(s, torch.tensor([1, 7]), torch.tensor([0, 0]), g)
+    with pytest.raises(ValueError, match="query 0 has its reference"):
+        M.cirr_metrics(s, torch.tensor([0, 1]), torch.tensor([0, 0]), g)
+
+
+def test_cirr_submission():
+    s = torch.tensor([[0.9, 0.8, 0.7, 0.85, 0.1, 0.2, 0.3]])
+    ids = [f"img{c}" for c in range(7)]
+    rec, sub = M.cirr_submission(s, [12], ids, torch.tensor([0]), torch.tensor([[0, 1, 2, 4, 5, 6]]))
+    assert rec["version"] == "rc2" and rec["metric"] == "recall"
+    assert rec["12"] == ["img3", "img1", "img2", "img6", "img5", "img4"]
+    assert sub["metric"] == "recall_subset" and sub["12"] == ["img1", "img2", "img6"]
+
+
+# ----------------------------------------------------------------------------- CIRCO and all positives
+def _naive_map(s, positives, k):
+    aps = []
+    for q, pos in enumerate(positives):
+        order = _naive_order(s[q], set(pos))[:k]
+        hits, ap = 0, 0.0
+        for i, c in enumerate(order, 1):
+            if c in pos:
+                hits += 1
+                ap += hits / i
+        aps.append(ap / min(k, len(pos)))
+    return 100 * np.mean(aps)
+
+
+@pytest.mark.parametrize("levels", [None, 3])
+def test_circo_map_matches_loop(levels):
+    s = _rand(25, 70, seed=5, levels=levels)
+    rng = np.random.default_rng(2)
+    positives = [list(rng.choice(70, rng.integers(1, 15), replace=False)) for _ in range(25)]
+    got = M.circo_map_at_k(s, positives, ks=(5, 10, 25, 50))
+    for k in (5, 10, 25, 50):
+        assert got[f"mAP@{k}"] == pytest.approx(_naive_map(s, positives, k)), k
+
+
+def test_circo_map_hand_case():
+    s = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4]])
+    # positives at ranks 1 and 3: AP@5 = (1/1 + 2/3) / min(5, 2)
+    assert M.circo_map_at_k(s, [[0, 2]], ks=(5,))["mAP@5"] == pytest.approx(100 * (1 + 2 / 3) / 2)
+    # 3 positives, only 1 in the top 2: AP@2 = (1/2) / min(2, 3)
+    assert M.circo_map_at_k(s, [[1, 4, 5]], ks=(2,))["mAP@2"] == pytest.approx(100 * 0.5 / 2)
+    with pytest.raises(ValueError, match="query 0"):
+        M.circo_map_at_k(s, [[9]])
+
+
+def test_circo_submission_and_mask():
+    s = M.mask_columns(torch.tensor([[0.1, 0.9, 0.5], [0.3, 0.2, 0.1]]), torch.tensor([1, -1]))
+    out = M.circo_submission(s, [7, 8], [10, 11, 12], k=2)
+    assert out == {"7": [12, 10], "8": [10, 11]}
+
+
+def test_precision_and_positive_recall_match_loop():
+    s = _rand(20, 40, seed=7, levels=6)
+    rng = np.random.default_rng(3)
+    positives = [list(rng.choice(40, rng.integers(0, 8), replace=False)) for _ in range(20)]
+    p, r = M.precision_at_k(s, positives, (1, 5, 10)), M.positive_recall_at_k(s, positives, (1, 5, 10))
+    kept = [q for q in range(20) if positives[q]]
+    for k in (1, 5, 10):
+        hits = [len(set(_naive_order(s[q], set(positives[q]))[:k]) & set(positives[q])) for q in kept]
+        assert p[k] == pytest.approx(100 * np.mean([h / k for h in hits]))
+        assert r[k] == pytest.approx(100 * np.mean([h / len(positives[q]) for h, q in zip(hits, kept)]))
+
+
+def test_ndcg_matches_loop_and_callable():
+    s = _rand(15, 30, seed=9, levels=5)
+    gains = torch.rand(15, 30, generator=torch.Generator().manual_seed(4)).round(decimals=1)
+    got = M.ndcg_at_k(s, gains, ks=(5, 10))
+    for k in (5, 10):
+        vals = []
+        for q in range(15):
+            order = sorted(range(30), key=lambda c: (-float(s[q, c]), -float(gains[q, c]), c))
+            dcg = sum(float(gains[q, c]) / math.log2(i + 2) for i, c in enumerate(order[:k]))
+            ideal = sorted(gains[q].tolist(), reverse=True)[:k]
+            vals.append(dcg / sum(g / math.log2(i + 2) for i, g in enumerate(ideal)))
+        assert got[k] == pytest.approx(100 * np.mean(vals))
+    assert M.ndcg_at_k(s, lambda q: gains[q], ks=(5,))[5] == pytest.approx(got[5])
+    assert M.ndcg_at_k(gains, gains, ks=(3,))[3] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="query 0"):
+        M.ndcg_at_k(s, -gains)
+
+
+def test_first_false_negative_rank():
+    s = torch.tensor([[0.9, 0.8, 0.7, 0.6],    # target 1 at rank 2; positive 0 at rank 1 -> relative -1
+                      [0.9, 0.8, 0.7, 0.6],    # target 0; positives 2, 3 -> best is col 2, rank 3
+                      [0.5, 0.5, 0.1, 0.0],    # tie between target 0 and false negative 1 -> relative 0
+                      [0.1, 0.2, 0.3, 0.4]])   # no other positive -> NaN
+    out = M.first_false_negative_rank(s, torch.tensor([1, 0, 0, 2]), [[0, 1], [0, 3, 2], [1], [2]])
+    assert out["rank"][:3].tolist() == [1.0, 3.0, 1.0] and math.isnan(out["rank"][3])
+    assert out["relative"][:3].tolist() == [-1.0, 2.0, 0.0]
+    assert out["n"] == 3 and out["above_target"] == pytest.approx(100 / 3)
+    assert out["median_rank"] == 1.0
+
+
+# ----------------------------------------------------------------------------- preference
+def test_preference_report_hand_case():
+    s1 = torch.tensor([0.9, 0.8, 0.1, 0.5, 0.3])
+    s2 = torch.tensor([0.1, 0.2, 0.9, 0.5, 0.1])
+    pref = ["1", "2", "2", "1", 1]
+    rep = M.preference_report(s1, s2, pref)
+    # s1 > s2 on items 0, 1, 4 -> preferred 1 on 0 and 4: 2/3
+    assert rep["released"] == pytest.approx(200 / 3) and rep["released_n"] == 3
+    # distinct on 0, 1, 2, 4 -> agree on 0, 2, 4: 3/4
+    assert rep["symmetric"] == pytest.approx(75.0) and rep["symmetric_n"] == 4
+    assert rep["n_ties"] == 1 and rep["n_items"] == 5
+    assert M.preference_rate(s1, s2, pref, symmetric=False) == pytest.approx(200 / 3)
+    assert M.preference_rate(s1, s2, pref) == pytest.approx(75.0)
+
+
+def test_preference_matches_loop_and_set_means():
+    rng = np.random.default_rng(11)
+    a, b = rng.integers(0, 4, (200, 5)) / 4, rng.integers(0, 4, (200, 5)) / 4
+    pref = rng.integers(1, 3, 200)
+    m1, m2 = a.mean(1), b.mean(1)
+    rep = M.preference_report(a, b, pref)
+    rel = [p == 1 for x, y, p in zip(m1, m2, pref) if x > y]
+    sym = [(p == 1) == (x > y) for x, y, p in zip(m1, m2, pref) if x != y]
+    assert rep["released"] == pytest.approx(100 * np.mean(rel)) and rep["released_n"] == len(rel)
+    assert rep["symmetric"] == pytest.approx(100 * np.mean(sym)) and rep["symmetric_n"] == len(sym)
+
+
+def test_preference_errors():
+    with pytest.raises(ValueError, match="item 1"):
+        M.preference_report([0.1, 0.2], [0.2, 0.1], [1, 3])
+    with pytest.raises(ValueError, match="no item"):
+        M.preference_rate([0.1, 0.2], [0.1, 0.2], [1, 2])
+    assert math.isnan(M.preference_report([0.1], [0.1], [1])["symmetric"])
+
+
+def test_simulated_preference_rate():
+    rel = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
+    good = rel.clone()                            # ranks relevant images first
+    bad = 1.0 - rel                               # ranks them last
+    out = M.simulated_preference_rate(good, bad, rel, k=2)
+    assert out == {"rate": 100.0, "n_judged": 2, "n_indifferent": 1}
+    assert M.simulated_preference_rate(bad, good, rel, k=2)["rate"] == 0.0
+    items = M.simulated_hp_items(good, bad, rel, k=2)
+    assert items["query"].tolist() == [0, 1] and items["preferred"].tolist() == [1, 1]
+    assert items["set_1"].tolist() == [[0, 1], [2, 3]]
+    same = M.simulated_preference_rate(good, good, rel, k=2)
+    assert same["n_judged"] == 0 and math.isnan(same["rate"])
