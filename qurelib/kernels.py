@@ -235,8 +235,10 @@ def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, 
         n_excl = target * 0
         if exclude is not None:
             excl = xp.asarray(exclude[start:stop].to(scores.device))
-            vals[xp.arange(stop - start, vals), excl] = float("inf")  # ranked above everything
-            n_excl = n_excl + 1
+            has = excl >= 0  # -1: nothing to exclude for that query
+            rows = xp.arange(stop - start, vals)[has]
+            vals[rows, excl[has]] = float("inf")  # ranked above everything
+            n_excl = n_excl + has * 1
         srt = xp.sort_desc(vals)
         p0, p1, rank, fb, slow = _ranges(xp, vals, srt, target, n_excl, strategy, rule,
                                          consecutive_threshold, k, ratio, top_m)

@@ -119,6 +119,10 @@ def check_scores(scores: torch.Tensor, target_idx: torch.Tensor, exclude: torch.
     if exclude is not None:
         if exclude.shape != (q,):
             raise ValueError(f"exclude must be ({q},); got {tuple(exclude.shape)}")
+        out = (exclude < -1) | (exclude >= n)
+        if out.any():
+            i = int(out.nonzero()[0])
+            raise ValueError(f"exclude index {int(exclude[i])} of query {i} is outside the corpus (N={n}; -1 = none)")
         clash = exclude == target_idx
         if clash.any():
             raise ValueError(f"query {int(clash.nonzero()[0])}: exclude equals the target column")
@@ -184,7 +188,7 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
         k: set size for the top-k strategies (None: no cap for percent_of_positive).
         ratio: the percent_of_positive ratio, e.g. 0.95.
         exclude: optional (Q,) int64 column per query removed from the ranking (e.g. the
-            reference image), or None.
+            reference image; -1 where a query has nothing to remove), or None.
         impl: "fast" (qurelib.kernels, batched) or "reference" (this file, one query at a time).
         block_rows: rows per block in the fast path.
     Returns:
