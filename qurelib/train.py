@@ -36,6 +36,7 @@ from qurelib.data.schema import CIRSplit
 from qurelib.evaluate import (ImageCache, _autocast, audit_hard_negatives, build_image_cache,
                               encode_split, evaluate_splits, hard_negative_stats)
 from qurelib.model import load_checkpoint, resolve_device, save_checkpoint
+from qurelib.provenance import git_commit, split_fingerprint
 from qurelib.qure import (RULES, STRATEGIES, HardNegativeSets, NegativeSampler, bradley_terry_loss,
                           info_nce_loss, mine_hard_negatives, score_corpus)
 
@@ -44,6 +45,10 @@ TIMING_KEYS = ("wall_s", "epoch_s", "mining_s", "train_s", "queries_per_s", "eva
 CHECKPOINT = "checkpoint"
 HISTORY = "history.jsonl"
 _NOT_RESUME_KEYS = {"device", "progress", "encode_batch_size"}  # may differ on resume
+# May differ between a warm-up run and a fork of it (`init_from`): they act only from the first
+# re-mining on, and a fork must start before it.
+_FORK_KEYS = {"strategy", "rule", "consecutive_threshold", "k", "ratio", "exclude_reference", "audit",
+              "audit_k", "audit_ratio", "eval_every"}
 
 
 @dataclass(frozen=True)
@@ -160,9 +165,7 @@ def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
         target = split.target_indices()  # (Q_s,)
         exclude = None
         if config.exclude_reference:
-            exclude = split.reference_indices()
-            if bool((exclude < 0).any()):
-                raise ValueError(f"split {name!r}: exclude_reference needs every reference in the corpus")
+            exclude = split.reference_indices()  # -1 where the reference is not in the corpus
         sets = mine_hard_negatives(scores, target, strategy=config.strategy, rule=config.rule,
                                    consecutive_threshold=config.consecutive_threshold, k=config.k,
                                    ratio=config.ratio, exclude=exclude)
@@ -241,20 +244,29 @@ def _save(model, optimizer, run_dir: Path, config: TrainConfig, epoch: int, hist
     _write_atomic(run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in history))
 
 
-def _resume(model, optimizer, run_dir: Path, config: TrainConfig):
-    """(next epoch, history, sets, sampler) from run_dir's checkpoint, or a fresh start."""
-    if not (run_dir / CHECKPOINT).exists():
+def _resume(model, optimizer, run_dir: Path, config: TrainConfig, init_from: str | os.PathLike | None = None):
+    """(next epoch, history, sets, sampler) from run_dir's checkpoint, or from `init_from`'s
+    (a fork: only before its first re-mining, and only mining settings may differ), or fresh."""
+    fork = not (run_dir / CHECKPOINT).exists()
+    if fork and init_from is None:
         return 0, [], None, None
-    ckpt = load_checkpoint(run_dir / CHECKPOINT, device=str(model.device))
+    source = Path(init_from) if fork else run_dir
+    if not (source / CHECKPOINT).exists():
+        raise FileNotFoundError(f"init_from={source}: no {CHECKPOINT}/ there; run the warm-up stage first")
+    ckpt = load_checkpoint(source / CHECKPOINT, device=str(model.device))
     saved = ckpt.extra.get("train_config", {})
     mine = _config_json(config)
-    diff = sorted(k for k in set(saved) | set(mine) if k not in _NOT_RESUME_KEYS and saved.get(k) != mine.get(k))
+    free = _NOT_RESUME_KEYS | (_FORK_KEYS if fork else set())
+    diff = sorted(k for k in set(saved) | set(mine) if k not in free and saved.get(k) != mine.get(k))
     if diff:
-        raise ValueError(f"{run_dir}: its checkpoint was trained with a different config "
+        raise ValueError(f"{source}: its checkpoint was trained with a different config "
                          f"({', '.join(f'{k}: {saved.get(k)!r} != {mine.get(k)!r}' for k in diff)}); "
                          f"use a new run_dir")
-    model.load_state_dict(ckpt.model.state_dict())
     state = ckpt.state
+    if fork and (state["sets"] is not None or state["epoch"] + 1 > config.period):
+        raise ValueError(f"init_from={source}: a fork must start before the first re-mining "
+                         f"(epoch {config.period}); that run is at epoch {state['epoch'] + 1}")
+    model.load_state_dict(ckpt.model.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     sets = sampler = None
     if state["sets"] is not None:
@@ -300,7 +312,8 @@ def _one_epoch(model, optimizer, data: TrainData, cache: ImageCache, config: Tra
 
 
 def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str | os.PathLike, *,
-          val_splits: dict[str, CIRSplit] | None = None, image_cache: ImageCache | None = None) -> list[dict]:
+          val_splits: dict[str, CIRSplit] | None = None, image_cache: ImageCache | None = None,
+          stop_epoch: int | None = None, init_from: str | os.PathLike | None = None) -> list[dict]:
     """Fine-tune `model` on `splits` (Algorithm 1), checkpointing every epoch to `run_dir`.
 
     Args:
@@ -313,6 +326,10 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
             already holds a checkpoint of the same config, training resumes after it.
         val_splits: optional {name: CIRSplit} evaluated every `config.eval_every` epochs.
         image_cache: frozen-ViT features covering every split (built here if None).
+        stop_epoch: return after this many epochs in all (a later call resumes): the study's
+            warm-up stage runs epochs [0, E // n_def) and the fine-tuning stage the rest.
+        init_from: a run_dir whose checkpoint starts this run when run_dir has none (the warm-up
+            shared by every strategy of an ablation); see `_FORK_KEYS`.
     Returns:
         The history: one dict per epoch with epoch, lr, loss, temperature, negatives ("random",
         "mined" or "in_batch"), timings (TIMING_KEYS), "mining" statistics after a re-mining
@@ -327,15 +344,18 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
     data = TrainData.build(splits, cache)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    start, history, sets, sampler = _resume(model, optimizer, run_dir, config)
-    if start == 0:
-        summary = {name: {"queries": len(s.queries), "corpus": len(s.corpus_ids)} for name, s in splits.items()}
+    start, history, sets, sampler = _resume(model, optimizer, run_dir, config, init_from)
+    if start == 0 or not (run_dir / "config.json").exists():
+        summary = {name: {"queries": len(s.queries), "corpus": len(s.corpus_ids), "sha256": split_fingerprint(s)}
+                   for name, s in splits.items()}
         _write_atomic(run_dir / "config.json", json.dumps(
-            {"train_config": _config_json(config), "splits": summary, "model": getattr(model, "source", None)},
+            {"train_config": _config_json(config), "splits": summary, "model": getattr(model, "source", None),
+             "init_from": None if init_from is None else str(init_from), "git_commit": git_commit()},
             indent=1))
     wall = history[-1]["wall_s"] if history else 0.0
     cuda = [device.index or 0] if device.type == "cuda" else []
-    for epoch in tqdm(range(start, config.epochs), initial=start, total=config.epochs, desc="train",
+    stop = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
+    for epoch in tqdm(range(start, stop), initial=start, total=config.epochs, desc="train",
                       disable=not config.progress):
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=cuda):  # dropout draws depend on (seed, epoch) only

@@ -152,3 +152,29 @@ def test_info_nce_baseline_and_warmup_negatives(smoke_root, tmp_path):
     history = T.train(model, splits, config, tmp_path / "nce", image_cache=cache)
     assert history[0]["negatives"] == "in_batch" and "mining" not in history[0]
     assert (tmp_path / "nce" / T.CHECKPOINT / "train_state.pt").is_file()
+
+
+def test_staged_warmup_then_forks_with_other_strategies(smoke_root, tmp_path):
+    """The study's chain: a warm-up run stopped after E // n_def epochs, forked per strategy."""
+    from qurelib.data.synthetic import load_fashion_shapes
+    from qurelib.evaluate import build_image_cache
+    from qurelib.model import load_model
+
+    splits = load_fashion_shapes(smoke_root, "train")
+    model = load_model("tiny", device="cpu")
+    cache = build_image_cache(model, splits.values(), progress=False)
+    base = dict(epochs=3, n_def=3, batch_size=16, lr=1e-4, device="cpu", progress=False)
+    warm = T.train(model, splits, T.TrainConfig(**base), tmp_path / "warmup", image_cache=cache, stop_epoch=1)
+    assert [r["negatives"] for r in warm] == ["random"]
+    fork = T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**base, strategy="top_k", k=5),
+                   tmp_path / "top_k", image_cache=cache, init_from=tmp_path / "warmup")
+    assert [r["negatives"] for r in fork] == ["random", "mined", "mined"]
+    assert fork[0] == warm[0]  # the shared warm-up epoch, carried over
+    assert all(stats["size_max"] == 5 for stats in fork[1]["mining"].values())
+    assert json.loads((tmp_path / "top_k" / "config.json").read_text())["init_from"].endswith("warmup")
+    with pytest.raises(ValueError, match="first re-mining"):  # forking a run that already mined
+        T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**base, strategy="all"),
+                tmp_path / "late", image_cache=cache, init_from=tmp_path / "top_k")
+    with pytest.raises(ValueError, match="lr"):  # the warm-up itself must match
+        T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**{**base, "lr": 2e-4}),
+                tmp_path / "other", image_cache=cache, init_from=tmp_path / "warmup")
