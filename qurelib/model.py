@@ -1,0 +1,464 @@
+"""The CIR scorer of QuRe: BLIP-2's Q-Former on transformers' `Blip2ForImageTextRetrieval`.
+
+Mirrors the released `blip2_qure.py` (facts.md section 2, "Model"):
+
+1. `encode_image`: the (frozen) ViT, fp16 under autocast on CUDA. It returns the encoder output
+   *before* BLIP-2's vision layer-norm (`ln_vision`, here `vision_model.post_layernorm`) because
+   the released code trains that layer-norm while the ViT stays frozen: the output can be cached
+   once and the layer-norm still learns.
+2. `encode_query`: query tokens + modification text through the Q-Former with cross-attention to
+   the reference image (BLIP-2's image-text matching path); the query-token outputs ->
+   text projection -> mean over tokens -> L2-normalise.  (B, D)
+3. `encode_corpus`: query tokens alone through the Q-Former (the image-text contrastive path);
+   every token -> vision projection -> L2-normalise.  (N, T, D)
+4. `score`: max over the T corpus tokens of the dot product (`qure.score_corpus`); the learnable
+   `temperature` (init 0.07, no clamp) divides scores in the training losses.
+
+Models come from `load_model` (a small registry of backends: a checkpoint dir, the "tiny" preset,
+real BLIP-2 weights) and go to disk with `save_checkpoint` / `load_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qurelib.tokenizer import HFTokenizer, WordTokenizer, tokenizer_from_config
+
+CHECKPOINT_FORMAT = "qurelib-cir-checkpoint"
+CHECKPOINT_FILES = {"config.json", "model.safetensors", "train_state.pt", "tokenizer"}
+MAX_TEXT_LENGTH = 32  # released code: BERT tokenizer with max_txt_len=32
+
+
+class ModelLoadError(RuntimeError):
+    """A model or checkpoint could not be loaded; the message says which file and what to do."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class CIRModel(nn.Module):
+    """BLIP-2 Q-Former scorer for composed image retrieval (see the module docstring)."""
+
+    def __init__(self, blip2: nn.Module, tokenizer, *, freeze_vision: bool = True,
+                 backend: str = "tiny", source: str = "tiny"):
+        super().__init__()
+        self.blip2 = blip2                      # transformers Blip2ForImageTextRetrieval
+        self.tokenizer = tokenizer              # WordTokenizer | HFTokenizer
+        self.image_size = int(blip2.config.vision_config.image_size)
+        self.temperature = nn.Parameter(torch.tensor(0.07))  # released code: no clamp
+        self.backend, self.source = backend, source
+        self._transform = None
+        self.set_vision_frozen(freeze_vision)
+
+    # -- set-up -----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.temperature.device
+
+    @property
+    def num_query_tokens(self) -> int:
+        return self.blip2.query_tokens.shape[1]
+
+    def set_vision_frozen(self, frozen: bool) -> None:
+        """Freeze (or unfreeze) the ViT; its layer-norm, the Q-Former and projections stay trainable."""
+        self.vision_frozen = bool(frozen)
+        vision = self.blip2.vision_model
+        for module in (vision.embeddings, vision.encoder):
+            module.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        """As nn.Module.train, but a frozen ViT always stays in eval mode."""
+        super().train(mode)
+        if getattr(self, "vision_frozen", False):
+            self.blip2.vision_model.eval()
+        return self
+
+    # -- inputs -----------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """LAVIS caption cleaning + tokenizer -> input_ids, attention_mask (B, L<=32) long, on device."""
+        out = self.tokenizer(list(texts), max_length=MAX_TEXT_LENGTH)
+        return {k: v.to(self.device) for k, v in out.items()}
+
+    def preprocess(self, images: Sequence) -> torch.Tensor:
+        """PIL images -> (B, 3, S, S) float32 pixels (target-pad, resize, CLIP normalisation), on CPU."""
+        if self._transform is None:
+            from qurelib.data.transforms import targetpad_transform
+
+            self._transform = targetpad_transform(self.image_size)
+        return torch.stack([self._transform(image) for image in images])
+
+    # -- encoders ---------------------------------------------------------------------------
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """ViT patch features before `ln_vision`: (B, 3, S, S) -> (B, P, H) float32.
+
+        With a frozen tower this runs without autograd (fp16 autocast on CUDA), so the result can be
+        cached and passed back as `image_embeds=` to `encode_query` / `encode_corpus`.
+        """
+        vision = self.blip2.vision_model
+        pixels = pixels.to(self.device, vision.embeddings.patch_embedding.weight.dtype)
+        half = self.vision_frozen and self.device.type == "cuda"
+        autocast = torch.autocast("cuda", dtype=torch.float16) if half else contextlib.nullcontext()
+        with autocast, torch.set_grad_enabled(torch.is_grad_enabled() and not self.vision_frozen):
+            hidden = vision.embeddings(pixels)                              # (B, P, H)
+            hidden = vision.encoder(inputs_embeds=hidden).last_hidden_state  # (B, P, H)
+        return hidden.float()
+
+    def _image_tokens(self, pixels, image_embeds) -> torch.Tensor:
+        """Cross-attention input of the Q-Former: ln_vision(ViT features) (B, P, H)."""
+        if image_embeds is None:
+            if pixels is None:
+                raise ValueError("pass reference/corpus pixels or precomputed image_embeds")
+            image_embeds = self.encode_image(pixels)
+        layer_norm = self.blip2.vision_model.post_layernorm
+        return layer_norm(image_embeds.to(self.device, layer_norm.weight.dtype))
+
+    def query_hidden_states(self, reference_pixels=None, input_ids=None, attention_mask=None, *,
+                            image_embeds=None) -> torch.Tensor:
+        """Q-Former output of the matching path: [query tokens ; text] -> (B, T + L, Hq)."""
+        image = self._image_tokens(reference_pixels, image_embeds)           # (B, P, H)
+        batch, num_query = image.shape[0], self.num_query_tokens
+        input_ids = input_ids.to(self.device)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        query_tokens = self.blip2.query_tokens.expand(batch, -1, -1)        # (B, T, Hq)
+        embeds = self.blip2.embeddings(input_ids=input_ids, query_embeds=query_tokens)
+        query_mask = torch.ones(batch, num_query, dtype=attention_mask.dtype, device=self.device)
+        out = self.blip2.qformer(
+            query_embeds=embeds, query_length=num_query,
+            attention_mask=torch.cat([query_mask, attention_mask.to(self.device)], dim=1),
+            encoder_hidden_states=image,
+            encoder_attention_mask=torch.ones(image.shape[:2], dtype=torch.long, device=self.device),
+        )
+        return out.last_hidden_state
+
+    def encode_query(self, reference_pixels=None, input_ids=None, attention_mask=None, *,
+                     image_embeds=None) -> torch.Tensor:
+        """Composed query embedding (B, D), L2-normalised (released code: mean of projected query tokens).
+
+        reference_pixels (B, 3, S, S) or image_embeds (B, P, H) from `encode_image`;
+        input_ids, attention_mask (B, L) long from `tokenize`.
+        """
+        hidden = self.query_hidden_states(reference_pixels, input_ids, attention_mask,
+                                          image_embeds=image_embeds)
+        query = hidden[:, : self.num_query_tokens]                          # (B, T, Hq)
+        return F.normalize(self.blip2.text_projection(query).mean(dim=1), dim=-1)
+
+    def encode_corpus(self, pixels=None, *, image_embeds=None) -> torch.Tensor:
+        """Corpus image embedding (N, T, D): every Q-Former query token -> vision projection, L2-normalised."""
+        image = self._image_tokens(pixels, image_embeds)                    # (N, P, H)
+        query_tokens = self.blip2.query_tokens.expand(image.shape[0], -1, -1)
+        out = self.blip2.qformer(
+            query_embeds=query_tokens, encoder_hidden_states=image,
+            encoder_attention_mask=torch.ones(image.shape[:2], dtype=torch.long, device=self.device),
+        )
+        return F.normalize(self.blip2.vision_projection(out.last_hidden_state), dim=-1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Text-only contrastive embedding (B, D): Q-Former text encoder, [CLS] -> text projection, L2."""
+        input_ids = input_ids.to(self.device)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        out = self.blip2.qformer(query_embeds=self.blip2.embeddings(input_ids=input_ids), query_length=0,
+                                 attention_mask=attention_mask.to(self.device))
+        return F.normalize(self.blip2.text_projection(out.last_hidden_state[:, 0]), dim=-1)
+
+    def score(self, query_emb: torch.Tensor, corpus_emb: torch.Tensor) -> torch.Tensor:
+        """scores[q, c] = max_t <query_q, corpus_c,t>: (Q, D) x (N, T, D) -> (Q, N) float32."""
+        from qurelib.qure import score_corpus
+
+        return score_corpus(query_emb, corpus_emb)
+
+
+# -- backends -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Backend:
+    """How one kind of `name_or_path` becomes a CIRModel (on CPU): `claims` it, then `load`s it."""
+
+    name: str
+    claims: Callable[[str], bool]
+    load: Callable[[str, bool], CIRModel]   # (name_or_path, freeze_vision) -> CIRModel
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> None:
+    """Add a backend (e.g. LAVIS state dicts); checked in registration order by `load_model`."""
+    BACKENDS[backend.name] = backend
+
+
+def load_model(name_or_path: str | os.PathLike, *, device: str = "auto",
+               freeze_vision: bool = True) -> CIRModel:
+    """A CIRModel from "tiny", a checkpoint dir, a local BLIP-2 dir or a hub id (e.g. Salesforce/blip2-itm-vit-g).
+
+    Raises ModelLoadError (with what to download and where) when nothing can be loaded offline.
+    """
+    name = str(name_or_path)
+    for backend in BACKENDS.values():
+        if backend.claims(name):
+            return backend.load(name, freeze_vision).to(resolve_device(device)).eval()
+    raise ModelLoadError(f"load_model: nothing knows how to load {name!r}; "
+                         f"backends: {list(BACKENDS)}")
+
+
+def tiny_blip2_config(vocab_size: int, image_size: int = 64, init_std: float = 0.08):
+    """The tiny preset (sized for 64 px Fashion-Shapes; each literal commented).
+
+    init_std: weight init std everywhere. BERT's 0.02 suits width 768 (gain 0.02 * sqrt(768) ~ 0.55
+    per linear); at width 128 it gives 0.23, every residual branch is ~20x weaker than its
+    input, all embeddings start at cosine ~0.9999 and contrastive training stalls.
+    0.08 ~ 1 / sqrt(128) keeps the branches alive.
+    Patch 16 (a 4x4 grid + [CLS]): measured on Fashion-Shapes default, a 3-layer ViT with patch 8
+    (64 tokens) learns colour and pattern but stays at chance on garment shape within the 2-minute
+    pretraining budget; patch 16 is ~3x cheaper per image and learns shape (val category 77%).
+    """
+    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig
+
+    vision = Blip2VisionConfig(
+        hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
+        image_size=image_size, patch_size=16,   # 4x4 = 16 patches + [CLS]; see the note above
+        initializer_range=init_std)             # the 1e-10 default makes denormals (8x slower backward)
+    qformer = Blip2QFormerConfig(
+        hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+        cross_attention_frequency=1,            # both layers see the image (BLIP-2: every 2nd of 12)
+        encoder_hidden_size=128, vocab_size=vocab_size, max_position_embeddings=64,
+        use_qformer_text_input=True,            # without it text tokens have no FFN (AttributeError)
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,  # BERT's 0.1 only slows a short run
+        initializer_range=init_std)
+    return Blip2Config(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
+                       num_query_tokens=8, image_text_hidden_size=128,
+                       initializer_range=init_std)   # word embeddings use the top-level value
+
+
+def build_tiny(words: Sequence[str] | None = None, *, freeze_vision: bool = True, seed: int = 0) -> CIRModel:
+    """Random-init tiny CIRModel with a word tokenizer over `words` (default: Fashion-Shapes VOCABULARY).
+
+    Initialisation uses its own seed, so "tiny" is the same model in every process.
+    """
+    from transformers import Blip2ForImageTextRetrieval
+
+    if words is None:
+        from qurelib.data.synthetic import VOCABULARY as words
+    tokenizer = WordTokenizer(words)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        blip2 = Blip2ForImageTextRetrieval(tiny_blip2_config(len(tokenizer)))
+        # transformers zero-initialises query tokens; LAVIS draws them N(0, 0.02) - identical
+        # zero tokens would make all T corpus tokens equal at init.
+        nn.init.normal_(blip2.query_tokens, std=blip2.config.qformer_config.initializer_range)
+    return CIRModel(blip2, tokenizer, freeze_vision=freeze_vision, backend="tiny", source="tiny")
+
+
+_HF_HELP = (
+    "Real BLIP-2 weights are never downloaded at run time. On a machine with network run\n"
+    "    hf download {name} --local-dir /path/to/{leaf}\n"
+    "(or `huggingface-cli download ...`; or pre-fill the hub cache, ~/.cache/huggingface/hub),\n"
+    "then call load_model('/path/to/{leaf}'). That directory must hold: config.json (model_type\n"
+    "'blip-2', a Blip2ForImageTextRetrieval checkpoint such as Salesforce/blip2-itm-vit-g),\n"
+    "model.safetensors or model.safetensors.index.json + its shards, and the tokenizer files\n"
+    "(tokenizer_config.json with vocab.txt and/or tokenizer.json, special_tokens_map.json)."
+)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Quick TCP probe so an unreachable hub fails in seconds instead of hanging in retries."""
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_hf_blip2(name: str, freeze_vision: bool) -> CIRModel:
+    """Real BLIP-2 retrieval weights + their tokenizer from a local dir, the hub cache or the hub."""
+    from transformers import AutoTokenizer, Blip2ForImageTextRetrieval
+
+    path = Path(name).expanduser()
+    is_dir = path.is_dir()
+    if not is_dir and (path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1):
+        raise ModelLoadError(f"load_model: no such directory {path}.\n" + _HF_HELP.format(
+            name="Salesforce/blip2-itm-vit-g", leaf=path.name or "blip2-itm-vit-g"))
+    source = str(path) if is_dir else name
+    local_only = is_dir or _offline() or not _hub_reachable()
+    try:
+        blip2, info = Blip2ForImageTextRetrieval.from_pretrained(
+            source, local_files_only=local_only, output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError, KeyError, EnvironmentError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        where = "offline (HF_HUB_OFFLINE=1 or no network)" if local_only else "from the hub"
+        raise ModelLoadError(f"load_model: cannot load BLIP-2 weights {name!r} {where}: {reason}\n"
+                             + _HF_HELP.format(name=name if not is_dir else "Salesforce/blip2-itm-vit-g",
+                                               leaf=path.name or "blip2-itm-vit-g")) from None
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith("itm_head")]
+    if missing:
+        raise ModelLoadError(f"load_model: {name!r} is not a BLIP-2 retrieval checkpoint (missing "
+                             f"{missing[:4]}...); use e.g. Salesforce/blip2-itm-vit-g.")
+    return CIRModel(blip2.float(), HFTokenizer(tokenizer), freeze_vision=freeze_vision,
+                    backend="hf-blip2", source=name)
+
+
+def _is_checkpoint(name: str) -> bool:
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return False
+    if (path / "config.json").is_file():
+        with contextlib.suppress(ValueError, OSError):
+            return json.loads((path / "config.json").read_text()).get("format") == CHECKPOINT_FORMAT
+        return True  # unreadable config.json: let load_checkpoint name the problem
+    return (path / "model.safetensors").is_file() or (path / "train_state.pt").is_file()
+
+
+register_backend(Backend("checkpoint", _is_checkpoint,
+                         lambda name, freeze: load_checkpoint(name, "cpu", freeze_vision=freeze).model))
+register_backend(Backend("tiny", lambda name: name == "tiny",
+                         lambda name, freeze: build_tiny(freeze_vision=freeze)))
+register_backend(Backend("hf-blip2", lambda name: True, _load_hf_blip2))
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+class Checkpoint(NamedTuple):
+    model: CIRModel
+    extra: dict
+    state: Any
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: CIRModel, directory: str | os.PathLike, extra: dict | None = None,
+                    state: Any = None) -> Path:
+    """Write model.safetensors + config.json (+ train_state.pt) to `directory`, atomically.
+
+    Everything goes to a temporary sibling dir first, which then replaces `directory`; an
+    interrupted save leaves either the old checkpoint or none, never a half-written one.
+    `extra` must be JSON-able; `state` is anything torch.save accepts (optimizer, RNG states, ...).
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    foreign = sorted(p.name for p in directory.iterdir() if p.name not in CHECKPOINT_FILES) \
+        if directory.is_dir() else []
+    if foreign:  # never delete a folder that is not a checkpoint (e.g. a run dir passed by mistake)
+        raise FileExistsError(f"save_checkpoint: {directory} exists and holds {foreign[:3]}, which a "
+                              f"checkpoint never does; refusing to replace it")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    extra_json = json.dumps(extra or {})  # fail before writing anything if not JSON-able
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        weights, seen = {}, set()
+        for key, value in model.state_dict().items():
+            value = value.detach().cpu()
+            weights[key] = value.clone() if value.data_ptr() in seen else value.contiguous()
+            seen.add(value.data_ptr())
+        save_file(weights, str(tmp / "model.safetensors"))
+        model.tokenizer.save(tmp)
+        if state is not None:
+            torch.save(state, tmp / "train_state.pt")
+        config = {
+            "format": CHECKPOINT_FORMAT, "version": 1, "backend": model.backend, "source": model.source,
+            "blip2_config": model.blip2.config.to_dict(), "tokenizer": model.tokenizer.to_config(),
+            "image_size": model.image_size, "temperature": model.temperature.item(),
+            "vision_frozen": model.vision_frozen, "extra": json.loads(extra_json),
+            "files": {"model.safetensors": _sha256(tmp / "model.safetensors"),
+                      "train_state.pt": _sha256(tmp / "train_state.pt") if state is not None else None},
+        }
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))  # written last
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _checked_file(directory: Path, name: str, digest: str | None) -> Path:
+    path = directory / name
+    if not path.is_file():
+        raise ModelLoadError(f"load_checkpoint: {path} is missing (partial or interrupted save?)")
+    if digest is not None and _sha256(path) != digest:
+        raise ModelLoadError(f"load_checkpoint: {path} is corrupt (sha256 differs from config.json)")
+    return path
+
+
+def load_checkpoint(directory: str | os.PathLike, device: str = "auto", *,
+                    freeze_vision: bool | None = None) -> Checkpoint:
+    """Read a `save_checkpoint` dir -> Checkpoint(model, extra, state); ModelLoadError names a bad file.
+
+    freeze_vision: None keeps the frozen/unfrozen setting the model was saved with.
+    """
+    from safetensors.torch import load_file
+    from transformers import Blip2Config, Blip2ForImageTextRetrieval
+
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise ModelLoadError(f"load_checkpoint: no checkpoint directory {directory}")
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"load_checkpoint: {config_path} is missing (partial or interrupted save?)")
+    try:
+        config = json.loads(config_path.read_text())
+        if config.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"'format' is {config.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        files = config["files"]
+        blip2_config = Blip2Config.from_dict(config["blip2_config"])
+        tokenizer = tokenizer_from_config(config["tokenizer"], directory)
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        raise ModelLoadError(f"load_checkpoint: {config_path} is unreadable: {error}") from None
+    weights_path = _checked_file(directory, "model.safetensors", files.get("model.safetensors"))
+    try:
+        weights = load_file(str(weights_path))
+    except Exception as error:  # safetensors raises its own error types on truncated headers
+        raise ModelLoadError(f"load_checkpoint: {weights_path} is unreadable: {error}") from None
+    with torch.random.fork_rng(devices=[]):
+        blip2 = Blip2ForImageTextRetrieval(blip2_config)
+    frozen = config.get("vision_frozen", True) if freeze_vision is None else freeze_vision
+    model = CIRModel(blip2, tokenizer, freeze_vision=frozen, backend=config.get("backend", "tiny"),
+                     source=config.get("source", str(directory)))
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        raise ModelLoadError(f"load_checkpoint: {weights_path} does not match config.json: "
+                             f"{str(error).splitlines()[0]}") from None
+    state = None
+    if files.get("train_state.pt") is not None:
+        state_path = _checked_file(directory, "train_state.pt", files["train_state.pt"])
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    model.eval()
+    return Checkpoint(model.to(resolve_device(device)), config.get("extra", {}), state)
