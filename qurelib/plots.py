@@ -219,3 +219,41 @@ def plot_ranked_results(split: CIRSplit, scores, queries, k: int = 5,
             table.append({"query": q, "rank": c, "image": image_id, "score": float(scores[q, col]), "role": role})
     fig.suptitle(title or "top-ranked images (green: target, blue: other true positives)", fontsize=9)
     return fig, table
+
+
+def plot_training_curves(histories: dict, title: str = "") -> tuple[Figure, list[dict]]:
+    """Runs side by side: loss per epoch, validation avg per epoch (Fig. 4 analogue), mean |H| per
+    re-mining (Fig. 5 analogue) and the false-negative rate of the mined sets per re-mining.
+
+    histories: {run name: qurelib.train history (list of per-epoch records)}.
+    """
+    fig = Figure(figsize=(13, 3.2), layout="constrained")
+    axes = fig.subplots(1, 4)
+    table = []
+    for name, history in histories.items():
+        epochs = [r["epoch"] for r in history]
+        axes[0].plot(epochs, [r["loss"] for r in history], marker="o", ms=3, label=name)
+        val = [(r["epoch"], r["val"]["avg"]) for r in history if "val" in r and "avg" in r["val"]]
+        if val:
+            axes[1].plot(*zip(*val), marker="o", ms=3, label=name)
+        mined = [r for r in history if "mining" in r]
+        sizes = [np.mean([s["size_mean"] for s in r["mining"].values()]) for r in mined]
+        fns = [np.mean([s.get("fn_rate", np.nan) for s in r["mining"].values()]) for r in mined]
+        if mined:
+            axes[2].plot([r["epoch"] for r in mined], sizes, marker="s", ms=4, label=name)
+            axes[3].plot([r["epoch"] for r in mined], fns, marker="s", ms=4, label=name)
+        for r in history:
+            table.append({"run": name, "epoch": r["epoch"], "loss": r["loss"],
+                          "val_avg": r.get("val", {}).get("avg", ""),
+                          "mean_H": np.mean([s["size_mean"] for s in r["mining"].values()]) if "mining" in r else "",
+                          "fn_rate": np.mean([s.get("fn_rate", np.nan) for s in r["mining"].values()]) if "mining" in r else ""})
+    for ax, label in zip(axes, ("training loss", "validation (R@10 + R@50) / 2", "mean |H| per re-mining",
+                                "false negatives in H (%)")):
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("epoch")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    axes[2].set_yscale("log")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig, table
