@@ -30,10 +30,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q tests notebooks --nbval-lax
 
 test-unit: venv
-	$(PY) -m pytest -q --ignore=tests/test_notebooks_run.py
+	$(PY) -m pytest -q tests
 
 # --- the reproduction chain: stage N reads what stage N-1 wrote under runs/<profile>/ -------
 reproduce: venv $(RUN)/05_explore.ipynb
