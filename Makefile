@@ -9,6 +9,9 @@ TORCH_SPEC ?= torch==2.13.0
 RUN := runs/$(PROFILE)
 STAGES := 00_make_data 01_warmup 02_mine_negatives 03_preference_finetune 04_evaluate 05_explore
 LIB := $(shell find qurelib -name '*.py' 2>/dev/null)
+# Real datasets: make reproduce PROFILE=paper-fiq DATA_ROOT=/path/to/fashioniq
+DATA_ROOT ?=
+PAPERMILL_ARGS := $(if $(DATA_ROOT),-p data_root $(DATA_ROOT))
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 
@@ -49,10 +52,28 @@ $(RUN)/05_explore.ipynb: $(RUN)/04_evaluate.ipynb
 
 $(RUN)/%.ipynb: notebooks/%.ipynb params/$(PROFILE).yaml | venv
 	@mkdir -p $(RUN)
-	$(PY) -m papermill --progress-bar -f params/$(PROFILE).yaml -p profile $(PROFILE) $< $@
+	$(PY) -m papermill --progress-bar -f params/$(PROFILE).yaml -p profile $(PROFILE) $(PAPERMILL_ARGS) $< $@
 
-ablation: venv
-	$(PY) -m qurelib.ablation --profile $(PROFILE)
+# --- the ablation: notebook 03 once per strategy, each a fork of the same warm-up (make -j ok) ---
+ABLATION_K ?= 20
+ABLATION := drops_paper top_k after_target_top_k percent_of_positive all
+args_drops_paper := -p strategy drops -p rule paper
+args_top_k := -p strategy top_k -p k $(ABLATION_K)
+args_after_target_top_k := -p strategy after_target_top_k -p k $(ABLATION_K)
+args_percent_of_positive := -p strategy percent_of_positive -p ratio 0.95 -p k $(ABLATION_K)
+args_all := -p strategy all
+
+ablation: venv $(RUN)/06_ablation_summary.ipynb
+	@cat $(RUN)/ablation.md
+
+$(RUN)/ablation/03_%.ipynb: notebooks/03_preference_finetune.ipynb $(RUN)/01_warmup.ipynb | venv
+	@mkdir -p $(RUN)/ablation
+	$(PY) -m papermill --progress-bar -f params/$(PROFILE).yaml -p profile $(PROFILE) $(PAPERMILL_ARGS) \
+		-p run_name ablation_$* -p train_baseline False $(args_$*) $< $@
+
+$(RUN)/06_ablation_summary.ipynb: notebooks/06_ablation_summary.ipynb $(RUN)/04_evaluate.ipynb \
+		$(patsubst %,$(RUN)/ablation/03_%.ipynb,$(ABLATION)) | venv
+	$(PY) -m papermill --progress-bar -f params/$(PROFILE).yaml -p profile $(PROFILE) $(PAPERMILL_ARGS) $< $@
 
 bench: venv
 	$(PY) -m qurelib.bench

@@ -115,8 +115,8 @@ def mining_rows(history: list[dict]) -> list[dict]:
 
 
 def write_results(cfg: StudyConfig, results: dict, table: Table, preferences: dict, histories: dict,
-                  started: float | None = None) -> dict:
-    """runs/<profile>/results.json (every number) and results.md (the table and mining statistics)."""
+                  started: float | None = None, name: str = "results") -> dict:
+    """runs/<profile>/<name>.json (every number) and <name>.md (the table and mining statistics)."""
     from qurelib.provenance import git_commit
 
     wall = {name: h[-1]["wall_s"] for name, h in histories.items() if h}
@@ -126,14 +126,14 @@ def write_results(cfg: StudyConfig, results: dict, table: Table, preferences: di
            "train_wall_s": wall, "evaluated_at": time.strftime("%Y-%m-%d %H:%M:%S")}
     if started is not None:
         doc["evaluate_wall_s"] = time.time() - started
-    _write_json(cfg.run_dir / "results.json", doc)
+    _write_json(cfg.run_dir / f"{name}.json", doc)
     md = [f"# Results: profile `{cfg.profile}` ({cfg.dataset})", "", to_markdown(table), ""]
-    for name, rows in doc["mining"].items():
+    for run, rows in doc["mining"].items():
         if rows:
-            md += [f"Mining statistics of `{name}` per re-mining:", "", to_markdown(
+            md += [f"Mining statistics of `{run}` per re-mining:", "", to_markdown(
                 [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]), ""]
     md.append("Training wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in wall.items()))
-    (cfg.run_dir / "results.md").write_text("\n".join(md) + "\n")
+    (cfg.run_dir / f"{name}.md").write_text("\n".join(md) + "\n")
     return doc
 
 

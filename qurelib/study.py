@@ -39,7 +39,7 @@ class StudyConfig:
 
     profile: str = "smoke"            # artefacts under runs/<profile>/, figures under figures/<profile>/
     dataset: str = "fashion-shapes"   # fashion-shapes | fashioniq | cirr
-    data_root: str = ""               # dataset folder; "" = data/generated/fashion-shapes-<data_profile>
+    data_root: str = ""               # dataset folder; empty = data/generated/fashion-shapes-<data_profile>
     data_profile: str = "smoke"       # Fashion-Shapes size when generated: smoke | default
     model_name: str = "tiny"          # "tiny" (pretrained here first) | BLIP-2 hub id or local dir
     pretrain_epochs: int = 3          # tiny backbone: image <-> description epochs
