@@ -70,18 +70,36 @@ def test_no_outputs_but_the_kept_summary(path):
         assert "NBVAL_CHECK_OUTPUT" in source(cell), f"{path.name}: an output is kept on an unchecked cell"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_reads_every_parameter(path):
+    """papermill's own parser (used by --help-notebook and for typing -p values) sees each line."""
+    from papermill.translators import PythonTranslator
+
+    cell = next(c for c in code_cells(load(path)) if "parameters" in c.get("metadata", {}).get("tags", []))
+    seen = {p.name for p in PythonTranslator.inspect({"source": source(cell)})}
+    assert seen == set(parameters(path)), f"{path.name}: papermill cannot parse {set(parameters(path)) - seen}"
+
+
 @pytest.mark.parametrize("params_file", PARAM_FILES, ids=lambda p: p.name)
 def test_params_keys_exist_with_the_same_type(params_file):
     values = yaml.safe_load(params_file.read_text()) or {}
-    declared = {}
+    declared: dict[str, list[tuple[str, type]]] = {}
     for nb in NOTEBOOKS:
         for name, value in parameters(nb).items():
-            declared.setdefault(name, value)
+            declared.setdefault(name, []).append((nb.name, type(value)))
     for key, value in values.items():
         assert key in declared, f"{params_file.name}: key {key!r} is in no notebook's parameters cell (misspelled?)"
-        expected = type(declared[key])
-        ok = isinstance(value, expected) or (expected is float and isinstance(value, int) and not isinstance(value, bool))
-        assert ok, f"{params_file.name}: {key!r} is {type(value).__name__}, the notebooks declare {expected.__name__}"
+        for notebook, expected in declared[key]:
+            ok = isinstance(value, expected) or (expected is float and isinstance(value, int) and not isinstance(value, bool))
+            assert ok, f"{params_file.name}: {key!r} is {type(value).__name__}, {notebook} declares {expected.__name__}"
+
+
+def test_shared_parameters_agree_across_notebooks():
+    defaults: dict[str, tuple[str, object]] = {}
+    for nb in NOTEBOOKS:
+        for name, value in parameters(nb).items():
+            first = defaults.setdefault(name, (nb.name, value))
+            assert first[1] == value, f"{name!r} defaults to {first[1]!r} in {first[0]} but {value!r} in {nb.name}"
 
 
 def test_every_profile_has_a_params_file():
