@@ -57,6 +57,7 @@ def score_corpus_chunked(query: torch.Tensor, corpus: torch.Tensor, *, query_chu
         for qs in range(0, query.shape[0], q_chunk):
             sims = query[qs:qs + q_chunk].to(dtype) @ block.T  # (Q_c, N_c * T)
             best = sims.view(sims.shape[0], ce - cs, t).amax(dim=2)  # (Q_c, N_c)
+            del sims  # free this block before the next one is allocated: one block alive at a time
             out[qs:qs + q_chunk, cs:ce] = best.float().to(out.device)
     return out
 
@@ -80,7 +81,7 @@ class _NumpyOps:
 
     @staticmethod
     def sort_desc(a):
-        return np.ascontiguousarray(np.sort(a, axis=1)[:, ::-1])
+        return np.sort(a, axis=1)[:, ::-1]  # a reversed view: no copy
 
     @staticmethod
     def top_m(a, m):
@@ -129,16 +130,18 @@ def _drop_bounds(xp, srt, rank, rule: str, thr: int, top_m: int):
     coordinates and status (B,): 0 found, 1 fallback (no valid pair), 2 undecided (slow path).
     """
     n = srt.shape[1]
-    drops = srt[:, :-1] - srt[:, 1:]  # (B, N-1); drop j between positions j and j+1
+    drops = srt[:, :-1] - srt[:, 1:]  # (B, N-1); drop j between positions j and j+1, all >= 0
     start = rank + 1  # tail item 0's position
-    drops = xp.where(xp.arange(n - 1, srt)[None, :] >= start[:, None], drops, -1.0)
+    for i, s in enumerate(start.tolist()):  # drops above the tail never count
+        drops[i, :s] = -1.0
     n_drops = (n - 1 - start).clip(min=0)  # (B,)
     m = min(top_m, n - 1)
     if m < 2:
         return rank * 0, rank * 0, rank * 0 + 1
-    val, idx = xp.top_m(drops, m)  # (B, m), value desc then position asc
-    idx = idx - start[:, None]  # tail coordinates
-    ambiguous = (n_drops > m) & (xp.count(drops >= val[:, m - 1:m]) > m)
+    val, idx = xp.top_m(drops, min(m + 1, n - 1))  # value desc then position asc
+    # the m steepest are settled unless the m-th and (m+1)-th drops are equal
+    ambiguous = (n_drops > m) & (val[:, m - 1] == val[:, -1]) if val.shape[1] > m else n_drops < 0
+    val, idx = val[:, :m], idx[:, :m] - start[:, None]  # tail coordinates
     lo, hi = xp.minimum(idx[:, :-1], idx[:, 1:]), xp.maximum(idx[:, :-1], idx[:, 1:])  # (B, m-1)
     real = xp.arange(m - 1, rank)[None, :] + 1 < n_drops[:, None]  # both drops of the pair exist
     valid = real[:, :1] if rule == "paper" else real & (hi - lo > thr)
@@ -154,8 +157,11 @@ def _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m)
     fallback flags and rows left to the reference (all (B,))."""
     n = vals.shape[1]
     s_t = xp.take(vals, target[:, None])  # (B, 1)
-    cols = xp.arange(n, vals)
-    rank = xp.count(vals > s_t) + xp.count((vals == s_t) & (cols[None, :] < target[:, None]))  # (B,)
+    rank = xp.count(vals > s_t)  # (B,) the target's position, unless it ties with another image
+    tied = xp.take(srt, (rank + 1).clip(max=n - 1)[:, None])[:, 0] == s_t[:, 0]
+    tied = tied & (rank < n - 1)
+    for i in xp.to_numpy(tied).nonzero()[0].tolist():  # ties break by column
+        rank[i] += int(xp.count((vals[i:i + 1, :int(target[i])] == s_t[i:i + 1]))[0])
     none = rank < 0
     last = rank * 0 + n - 1
     if strategy == "all":
@@ -204,57 +210,73 @@ def _extract(xp, vals, srt, target, p0, p1, rank):
     empty = p0 > p1
     hi = xp.take(srt, p0.clip(max=n - 1)[:, None])  # (B, 1)
     lo = xp.take(srt, p1.clip(min=0)[:, None])
-    mask = (vals >= lo) & (vals <= hi) & ~empty[:, None] & (xp.arange(n, vals)[None, :] != target[:, None])
-    expected = xp.where(empty, 0, p1 - p0 + 1 - ((p0 <= rank) & (rank <= p1)) * 1)
-    straddle = xp.to_numpy(xp.count(mask) != expected)
+    hi = xp.where(empty[:, None], -float("inf"), hi)  # an empty range matches nothing
+    mask = (vals >= lo) & (vals <= hi)  # (B, N)
+    mask[xp.arange(len(mask), vals), target] = False
+    expected = xp.to_numpy(xp.where(empty, 0, p1 - p0 + 1 - ((p0 <= rank) & (rank <= p1)) * 1))
     mask_np, vals_np = xp.to_numpy(mask), xp.to_numpy(vals)
     r, c = np.nonzero(mask_np)
     order = np.lexsort((c, -vals_np[r, c], r))
     counts = np.bincount(r, minlength=len(mask_np))
-    return np.split(c[order], np.cumsum(counts)[:-1]), straddle, vals_np
+    return np.split(c[order], np.cumsum(counts)[:-1]), counts != expected, vals_np
+
+
+def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy, rule, thr, k, ratio, top_m):
+    """Sets and fallback flags of rows [start, stop)."""
+    vals = xp.asarray(scores[start:stop].float())  # (B, N), a view: copied only to exclude
+    target = xp.asarray(target_idx[start:stop].to(scores.device))
+    n_excl = target * 0
+    if exclude is not None:
+        vals = vals.copy() if backend == "numpy" else vals.clone()
+        excl = xp.asarray(exclude[start:stop].to(scores.device))
+        has = excl >= 0  # -1: nothing to exclude for that query
+        vals[xp.arange(stop - start, vals)[has], excl[has]] = float("inf")  # ranked above everything
+        n_excl = n_excl + has * 1
+    srt = xp.sort_desc(vals)
+    p0, p1, rank, fb, slow = _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m)
+    per_row, straddle, vals_np = _extract(xp, vals, srt, target, p0, p1, rank)
+    p0, p1, tn = xp.to_numpy(p0), xp.to_numpy(p1), xp.to_numpy(target)
+    slow, fallback = xp.to_numpy(slow), xp.to_numpy(fb).copy()
+    sets = []
+    for i in range(stop - start):
+        if slow[i]:  # the top-m could not settle this row: the reference decides
+            row = scores[start + i].detach().float().cpu().numpy()
+            excl_i = -1 if exclude is None else int(exclude[start + i])
+            s, fallback[i] = qure._mine_row(row, int(tn[i]), excl_i, strategy, rule, thr, k, ratio)
+            sets.append(s)
+        elif straddle[i]:
+            sets.append(_take_exact(vals_np[i], int(tn[i]), int(p0[i]), int(p1[i])))
+        else:
+            sets.append(per_row[i])
+    return sets, fallback
 
 
 def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, *, strategy: str, rule: str,
                                 consecutive_threshold: int, k: int | None, ratio: float | None,
-                                exclude: torch.Tensor | None, block_rows: int = 256, top_m: int = 8,
-                                backend: str | None = None) -> qure.HardNegativeSets:
+                                exclude: torch.Tensor | None, block_rows: int = 64, top_m: int = 8,
+                                backend: str | None = None, workers: int | None = None) -> qure.HardNegativeSets:
     """Fast path of `qure.mine_hard_negatives` (same arguments, validated there).
 
     backend: "numpy" (default on CPU) or "torch" (default on CUDA; also runs on CPU).
+    workers: threads over row blocks on the numpy backend (numpy releases the GIL in its sorts
+    and array passes); default: torch's intra-op thread count.
     """
     backend = backend or ("torch" if scores.is_cuda else "numpy")
     xp = _TorchOps if backend == "torch" else _NumpyOps
     q_total = scores.shape[0]
-    sets: list[np.ndarray] = []
-    fallback = np.zeros(q_total, dtype=bool)
-    for start in range(0, q_total, block_rows):
-        stop = min(q_total, start + block_rows)
-        vals = xp.asarray(scores[start:stop].float())
-        vals = vals.copy() if backend == "numpy" else vals.clone()  # (B, N)
-        target = xp.asarray(target_idx[start:stop].to(scores.device))
-        n_excl = target * 0
-        if exclude is not None:
-            excl = xp.asarray(exclude[start:stop].to(scores.device))
-            has = excl >= 0  # -1: nothing to exclude for that query
-            rows = xp.arange(stop - start, vals)[has]
-            vals[rows, excl[has]] = float("inf")  # ranked above everything
-            n_excl = n_excl + has * 1
-        srt = xp.sort_desc(vals)
-        p0, p1, rank, fb, slow = _ranges(xp, vals, srt, target, n_excl, strategy, rule,
-                                         consecutive_threshold, k, ratio, top_m)
-        per_row, straddle, vals_np = _extract(xp, vals, srt, target, p0, p1, rank)
-        p0, p1, tn = xp.to_numpy(p0), xp.to_numpy(p1), xp.to_numpy(target)
-        slow, fb = xp.to_numpy(slow), xp.to_numpy(fb)
-        for i in range(stop - start):
-            if slow[i]:  # the top-m could not settle this row: the reference decides
-                row = scores[start + i].detach().float().cpu().numpy()
-                excl = -1 if exclude is None else int(exclude[start + i])
-                s, fallback[start + i] = qure._mine_row(row, int(tn[i]), excl, strategy, rule,
-                                                        consecutive_threshold, k, ratio)
-                sets.append(s)
-            elif straddle[i]:
-                sets.append(_take_exact(vals_np[i], int(tn[i]), int(p0[i]), int(p1[i])))
-            else:
-                sets.append(per_row[i])
-        fallback[start:stop] |= fb & ~slow
+    if backend == "numpy":
+        scores = scores.detach().float().cpu()
+    starts = range(0, q_total, block_rows)
+    args = (strategy, rule, consecutive_threshold, k, ratio, top_m)
+    run = lambda s: _mine_block(xp, backend, scores, target_idx, exclude, s, min(q_total, s + block_rows), *args)
+    workers = workers or (torch.get_num_threads() if backend == "numpy" else 1)
+    if workers > 1 and len(starts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            blocks = list(pool.map(run, starts))
+    else:
+        blocks = [run(s) for s in starts]
+    sets = [s for block, _ in blocks for s in block]
+    fallback = np.concatenate([fb for _, fb in blocks]) if blocks else np.zeros(0, dtype=bool)
     return qure.HardNegativeSets.from_lists(sets, fallback)

@@ -173,7 +173,7 @@ def _mine_row(row: np.ndarray, target: int, exclude: int, strategy: str, rule: s
 def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strategy: str = "drops",
                         rule: str = "released", consecutive_threshold: int = 1, k: int | None = None,
                         ratio: float | None = None, exclude: torch.Tensor | None = None,
-                        impl: str = "fast", block_rows: int = 256) -> HardNegativeSets:
+                        impl: str = "fast", block_rows: int = 64) -> HardNegativeSets:
     """Hard-negative set of every query (Sec. 3.2 and the Fig. 4 ablations).
 
     Args:

@@ -114,6 +114,23 @@ def mining_rows(history: list[dict]) -> list[dict]:
     return rows
 
 
+def audit_rows(history: list[dict]) -> list[dict]:
+    """Per re-mining and strategy: the sets every strategy would have mined from the same scores
+    (train's `audit`), mean |H| and false-negative rate pooled over splits."""
+    rows = []
+    for r in history:
+        per_split = [s["audit"] for s in r.get("mining", {}).values() if "audit" in s]
+        for spec in (per_split[0] if per_split else {}):
+            stats = [a[spec] for a in per_split]
+            row = {"epoch": r["epoch"], "strategy": spec,
+                   "mean_size": sum(s["size_mean"] for s in stats) / len(stats)}
+            if all("fn_rate" in s for s in stats):
+                row["fn_rate"] = sum(s["fn_rate"] for s in stats) / len(stats)
+                row["queries_with_fn"] = sum(s["queries_with_fn"] for s in stats) / len(stats)
+            rows.append(row)
+    return rows
+
+
 def write_results(cfg: StudyConfig, results: dict, table: Table, preferences: dict, histories: dict,
                   started: float | None = None, name: str = "results") -> dict:
     """runs/<profile>/<name>.json (every number) and <name>.md (the table and mining statistics)."""
@@ -126,12 +143,14 @@ def write_results(cfg: StudyConfig, results: dict, table: Table, preferences: di
            "train_wall_s": wall, "evaluated_at": time.strftime("%Y-%m-%d %H:%M:%S")}
     if started is not None:
         doc["evaluate_wall_s"] = time.time() - started
+    doc["audit"] = {run: audit_rows(h) for run, h in histories.items()}
     _write_json(cfg.run_dir / f"{name}.json", doc)
     md = [f"# Results: profile `{cfg.profile}` ({cfg.dataset})", "", to_markdown(table), ""]
-    for run, rows in doc["mining"].items():
-        if rows:
-            md += [f"Mining statistics of `{run}` per re-mining:", "", to_markdown(
-                [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]), ""]
+    for title, part in (("Mining statistics", "mining"), ("Every strategy on the same scores", "audit")):
+        for run, rows in doc[part].items():
+            if rows:
+                md += [f"{title} of `{run}` per re-mining:", "", to_markdown(
+                    [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]), ""]
     md.append("Training wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in wall.items()))
     (cfg.run_dir / f"{name}.md").write_text("\n".join(md) + "\n")
     return doc

@@ -198,11 +198,34 @@ def image_cache(cfg: StudyConfig, model, splits: list[CIRSplit], progress: bool 
     return cache
 
 
+def _set_aside_if_changed(run_dir: Path, config) -> None:
+    """A stage rebuilt with other settings starts its run afresh: an existing run of a different
+    config moves to runs/<profile>/stale/<name>-<time>/ (kept, never deleted) with a warning."""
+    import shutil
+    import warnings
+
+    from qurelib.train import _NOT_RESUME_KEYS, _config_json
+
+    saved_path = run_dir / "config.json"
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text()).get("train_config", {})
+    mine = _config_json(config)
+    diff = sorted(k for k in set(saved) | set(mine) if k not in _NOT_RESUME_KEYS and saved.get(k) != mine.get(k))
+    if diff:
+        stale = run_dir.parent / "stale" / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(run_dir), stale)
+        warnings.warn(f"{run_dir.name}: settings changed ({', '.join(diff)}); the old run moved to {stale}",
+                      stacklevel=3)
+
+
 def run_warmup(cfg: StudyConfig, model, train_splits, cache, progress: bool = True) -> list[dict]:
     """Epochs [0, E // n_def) with random negatives and the Bradley-Terry loss, in runs/<p>/warmup."""
     from qurelib.train import train
 
     config = cfg.train_config(progress=progress)
+    _set_aside_if_changed(cfg.run_dir / "warmup", config)
     return train(model, train_splits, config, cfg.run_dir / "warmup", image_cache=cache,
                  stop_epoch=config.period)
 
@@ -274,14 +297,17 @@ def curve_queries(split: CIRSplit, n: int) -> list[int]:
 # --- 03: fine-tuning ----------------------------------------------------------------------------
 def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str = "qure", strategy: str = "drops",
                  rule: str = "released", k: int = 0, ratio: float = 0.95, val_splits=None, eval_every: int = 1,
-                 progress: bool = True) -> list[dict]:
+                 audit_k: int = 20, progress: bool = True) -> list[dict]:
     """The remaining epochs of a run forked from the warm-up: re-mining every E // n_def epochs
-    with `strategy` and the Bradley-Terry loss. k = 0 means no cap."""
+    with `strategy` and the Bradley-Terry loss. k = 0 means no cap. At every re-mining the sets
+    every other strategy would mine from the same scores are audited too (AUDIT, top-k k=audit_k)."""
     from qurelib.train import train
 
     config = cfg.train_config(strategy=strategy, rule=rule, k=k or None,
                               ratio=ratio if strategy == "percent_of_positive" else None,
-                              eval_every=eval_every if val_splits else 0, progress=progress)
+                              eval_every=eval_every if val_splits else 0, audit=AUDIT, audit_k=audit_k,
+                              audit_ratio=0.95, progress=progress)
+    _set_aside_if_changed(cfg.run_dir / run_name, config)
     return train(model, train_splits, config, cfg.run_dir / run_name, image_cache=cache, val_splits=val_splits,
                  init_from=cfg.run_dir / "warmup")
 
@@ -293,6 +319,7 @@ def run_baseline(cfg: StudyConfig, model, train_splits, cache, *, val_splits=Non
     from qurelib.train import train
 
     config = cfg.train_config(loss="info_nce", eval_every=eval_every if val_splits else 0, progress=progress)
+    _set_aside_if_changed(cfg.run_dir / "info_nce", config)
     return train(model, train_splits, config, cfg.run_dir / "info_nce", image_cache=cache, val_splits=val_splits)
 
 
