@@ -296,3 +296,21 @@ def audit_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor,
                                    ratio=ratio if strategy == "percent_of_positive" else None)
         out[spec] = hard_negative_stats(sets, positives)
     return out
+
+
+# ----------------------------------------------------------------------------- HP-FashionIQ
+def evaluate_hpfiq(model, hpfiq, *, image_cache: ImageCache | None = None, progress: bool = True) -> dict:
+    """The HP-FashionIQ preference rates of a model (paper Sec. 4, Eqs. 8-9).
+
+    Each judged set's relevance is the mean of the model's scores of its 5 images for the item's
+    query; `metrics.preference_report` then gives the released evaluator's rate (only items where
+    set 1 scores higher) and the symmetric rate, with the item counts behind each.
+    hpfiq: `qurelib.data.load_hpfiq(json_path, fashioniq_root)` (images needed).
+    """
+    split = hpfiq.to_split()
+    scores = score_split(model, split, image_cache, progress=progress)  # (M, C)
+    col = split.corpus_index
+    set1 = torch.tensor([[col[i] for i in it.set1_ids] for it in hpfiq.items])  # (M, 5)
+    set2 = torch.tensor([[col[i] for i in it.set2_ids] for it in hpfiq.items])
+    rows = torch.arange(len(hpfiq.items))[:, None]
+    return metrics.preference_report(scores[rows, set1], scores[rows, set2], [it.preferred for it in hpfiq.items])

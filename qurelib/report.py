@@ -198,3 +198,29 @@ def explorer(split, scores: torch.Tensor, specs=None):
     choice.observe(redraw, "value")
     redraw()
     return widgets.VBox([widgets.HBox([slider, choice]), out])
+
+
+def external_benchmarks(cfg: StudyConfig, names, hpfiq_path: str = "", circo_root: str = "",
+                        progress: bool = True) -> Table:
+    """The paper's two transfer evaluations, for the models given, where their data is present:
+    HP-FashionIQ preference rates (`hpfiq_path` + a FashionIQ `data_root`; Table 4) and CIRCO
+    val mAP@K zero-shot (`circo_root`, the released query template; Table 5). Empty when neither
+    path is set (the embedded benchmark has its simulated judge instead)."""
+    from qurelib.data import load_circo, load_hpfiq
+    from qurelib.data.circo import RELEASED_TEMPLATE
+    from qurelib.evaluate import evaluate_hpfiq, score_split
+
+    hp = load_hpfiq(hpfiq_path, cfg.root) if hpfiq_path else None
+    circo = load_circo(circo_root, "val", text_template=RELEASED_TEMPLATE) if circo_root else None
+    rows = []
+    for name in names if (hp or circo) else []:
+        model, row = load_named_model(cfg, name), {"model": name}
+        if hp is not None:
+            rep = evaluate_hpfiq(model, hp, progress=progress)
+            row.update({"HP-FIQ released %": round(rep["released"], 2), "n": rep["released_n"],
+                        "HP-FIQ symmetric %": round(rep["symmetric"], 2), "n sym": rep["symmetric_n"]})
+        if circo is not None:
+            scores = score_split(model, circo, progress=progress)
+            row.update({k: round(v, 2) for k, v in metrics.circo_map_at_k(scores, circo.positive_indices()).items()})
+        rows.append(row)
+    return Table(rows)

@@ -65,3 +65,12 @@ def test_errors(tmp_path):
         load_circo(tmp_path, "test")
     with pytest.raises(DatasetError, match="does not exist.*annotations"):
         load_circo(tmp_path / "absent", "val")
+
+
+def test_released_query_template(tmp_path):
+    from qurelib.data.circo import RELEASED_TEMPLATE
+
+    plain = load_circo(make_circo(tmp_path), "val")
+    released = load_circo(make_circo(tmp_path / "again"), "val", text_template=RELEASED_TEMPLATE)
+    for a, b in zip(plain.queries, released.queries):
+        assert b.modification_text == f"a photo of $ that {a.modification_text}"

@@ -86,3 +86,30 @@ def test_hard_negative_stats_and_audit():
     assert audit["all"]["size_min"] == 29 and audit["all"]["fn_rate"] == pytest.approx(100 / 29)
     assert audit["top_k"]["size_max"] == 5
     assert not math.isnan(audit["drops/released"]["size_mean"])
+
+
+def test_evaluate_hpfiq_scores_sets_by_their_mean(tmp_path):
+    """HP-FashionIQ on Fashion-Shapes images: the rates equal a hand computation from the scores."""
+    from qurelib.data.hpfiq import HPFIQ, HPFIQItem
+    from qurelib.data.synthetic import load_fashion_shapes, make_fashion_shapes
+    from qurelib.evaluate import evaluate_hpfiq, score_split
+    from qurelib.metrics import preference_report
+    from qurelib.model import load_model
+
+    split = load_fashion_shapes(make_fashion_shapes(tmp_path / "fs", "smoke"), "val")["shirt"]
+    ids = split.corpus_ids
+    items = [HPFIQItem(f"u/{i}", "shirt", q.reference_id, q.target_id, q.modification_text,
+                       tuple(ids[i:i + 5]), tuple(ids[i + 5:i + 10]), 3, 4, 1 + i % 2)
+             for i, q in enumerate(split.queries[:6])]
+    hp = HPFIQ(items, {i: split.image_path(i) for i in {x for it in items for x in
+                                                          (it.reference_id, it.target_id, *it.set1_ids, *it.set2_ids)}})
+    model = load_model("tiny", device="cpu")
+    got = evaluate_hpfiq(model, hp, progress=False)
+    scores = score_split(model, hp.to_split(), progress=False)
+    col = hp.to_split().corpus_index
+    s1 = [float(scores[i, [col[x] for x in it.set1_ids]].mean()) for i, it in enumerate(items)]
+    s2 = [float(scores[i, [col[x] for x in it.set2_ids]].mean()) for i, it in enumerate(items)]
+    want = preference_report(torch.tensor(s1), torch.tensor(s2), [it.preferred for it in items])
+    assert got["n_items"] == 6 and got["symmetric_n"] == want["symmetric_n"]
+    for key in ("released", "symmetric"):
+        assert got[key] == pytest.approx(want[key], nan_ok=True)

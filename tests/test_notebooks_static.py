@@ -105,3 +105,14 @@ def test_shared_parameters_agree_across_notebooks():
 def test_every_profile_has_a_params_file():
     names = {p.stem for p in PARAM_FILES}
     assert {"smoke", "default", "paper-fiq", "paper-cirr"} <= names, names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_valid_nbformat(path):
+    import warnings
+
+    import nbformat
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. a cell without an id
+        nbformat.validate(nbformat.read(path, as_version=4))

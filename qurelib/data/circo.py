@@ -20,6 +20,7 @@ from qurelib.data.schema import CIRSplit, DatasetError, Query, as_str_list, read
     require_dir, require_type
 
 DATASET = "CIRCO"
+RELEASED_TEMPLATE = "a photo of $ that {caption}"  # the released evaluate_circo.py's query text
 CIRCO_SPLITS = ("val", "test")
 LAYOUT = ("<root>/annotations/{val,test}.json (list of {id, reference_img_id, target_img_id, "
           "relative_caption, gt_img_ids}), <root>/COCO2017_unlabeled/annotations/"
@@ -43,8 +44,8 @@ def _read_corpus(root: Path) -> dict[str, Path]:
     return paths
 
 
-def _query(entry: dict, n: int, path: Path, has_target: bool) -> Query:
-    """One annotation as a Query (modification text = relative_caption, verbatim)."""
+def _query(entry: dict, n: int, path: Path, has_target: bool, template: str = "{caption}") -> Query:
+    """One annotation as a Query (modification text = `template` filled with relative_caption)."""
     where = f"entry {n}"
     target, positives = None, ()
     if has_target:
@@ -54,13 +55,16 @@ def _query(entry: dict, n: int, path: Path, has_target: bool) -> Query:
         positives = tuple(dict.fromkeys([target, *gts]))
     return Query(query_id=str(require(entry, "id", path, where, DATASET, LAYOUT)),
                  reference_id=str(require(entry, "reference_img_id", path, where, DATASET, LAYOUT)),
-                 modification_text=str(require(entry, "relative_caption", path, where, DATASET,
-                                               LAYOUT)),
+                 modification_text=template.format(caption=str(require(
+                     entry, "relative_caption", path, where, DATASET, LAYOUT))),
                  target_id=target, positives=positives)
 
 
-def load_circo(root: str | Path, split: str) -> CIRSplit:
+def load_circo(root: str | Path, split: str, text_template: str = "{caption}") -> CIRSplit:
     """CIRCO `split` ("val" | "test") as one CIRSplit over the COCO 2017 unlabeled corpus.
+
+    text_template: the query text around `{caption}` (the relative caption, verbatim by
+    default); `RELEASED_TEMPLATE` is what the released QuRe evaluation feeds the model.
 
     Raises DatasetError naming the file / field and the expected layout.
     """
@@ -71,7 +75,7 @@ def load_circo(root: str | Path, split: str) -> CIRSplit:
     ann_path = root / "annotations" / f"{split}.json"
     entries = require_type(read_json(ann_path, DATASET, LAYOUT), list, ann_path, "the top level",
                            DATASET, LAYOUT)
-    queries = [_query(e, n, ann_path, split == "val") for n, e in enumerate(entries)]
+    queries = [_query(e, n, ann_path, split == "val", text_template) for n, e in enumerate(entries)]
     image_paths = _read_corpus(root)
     return CIRSplit(name=f"circo-{split}", queries=queries, corpus_ids=list(image_paths),
                     image_paths=image_paths, layout=f"Expected: {LAYOUT}")
