@@ -11,11 +11,14 @@ STAGES := 00_make_data 01_warmup 02_mine_negatives 03_preference_finetune 04_eva
 LIB := $(shell find qurelib -name '*.py' 2>/dev/null)
 # Real datasets: make reproduce PROFILE=paper-fiq DATA_ROOT=/path/to/fashioniq
 DATA_ROOT ?=
-PAPERMILL_ARGS := $(if $(DATA_ROOT),-p data_root $(DATA_ROOT))
+# More papermill parameters for every stage: make reproduce NB_ARGS="-p hpfiq_path /data/hpfiq.json"
+NB_ARGS ?=
+PAPERMILL_ARGS := $(if $(DATA_ROOT),-p data_root $(DATA_ROOT)) $(NB_ARGS)
 export PYTHONUNBUFFERED := 1
-export HF_HUB_OFFLINE := 1
+# Offline by default (tests never download); a GPU user with network may pass HF_HUB_OFFLINE=0.
+export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv test test-unit test-notebooks reproduce ablation bench gpu-check clean-runs help
+.PHONY: venv test test-unit reproduce ablation bench gpu-check clean-runs help
 .DELETE_ON_ERROR:
 
 help:
