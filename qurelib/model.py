@@ -21,38 +21,31 @@ real BLIP-2 weights) and go to disk with `save_checkpoint` / `load_checkpoint`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import shutil
 import socket
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qurelib.tokenizer import HFTokenizer, WordTokenizer, tokenizer_from_config
+from qurelib.tokenizer import HFTokenizer, WordTokenizer
 
 CHECKPOINT_FORMAT = "qurelib-cir-checkpoint"
 CHECKPOINT_FILES = {"config.json", "model.safetensors", "train_state.pt", "tokenizer"}
 MAX_TEXT_LENGTH = 32  # released code: BERT tokenizer with max_txt_len=32
 
-
 class ModelLoadError(RuntimeError):
     """A model or checkpoint could not be loaded; the message says which file and what to do."""
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """"auto" -> cuda when available, else cpu."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
 
 class CIRModel(nn.Module):
     """BLIP-2 Q-Former scorer for composed image retrieval (see the module docstring)."""
@@ -187,7 +180,6 @@ class CIRModel(nn.Module):
 
         return score_corpus(query_emb, corpus_emb)
 
-
 # -- backends -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -198,14 +190,11 @@ class Backend:
     claims: Callable[[str], bool]
     load: Callable[[str, bool], CIRModel]   # (name_or_path, freeze_vision) -> CIRModel
 
-
 BACKENDS: dict[str, Backend] = {}
-
 
 def register_backend(backend: Backend) -> None:
     """Add a backend (e.g. LAVIS state dicts); checked in registration order by `load_model`."""
     BACKENDS[backend.name] = backend
-
 
 def load_model(name_or_path: str | os.PathLike, *, device: str = "auto",
                freeze_vision: bool = True) -> CIRModel:
@@ -219,7 +208,6 @@ def load_model(name_or_path: str | os.PathLike, *, device: str = "auto",
             return backend.load(name, freeze_vision).to(resolve_device(device)).eval()
     raise ModelLoadError(f"load_model: nothing knows how to load {name!r}; "
                          f"backends: {list(BACKENDS)}")
-
 
 def tiny_blip2_config(vocab_size: int, image_size: int = 64, init_std: float = 0.08):
     """The tiny preset (sized for 64 px Fashion-Shapes; each literal commented).
@@ -249,7 +237,6 @@ def tiny_blip2_config(vocab_size: int, image_size: int = 64, init_std: float = 0
                        num_query_tokens=8, image_text_hidden_size=128,
                        initializer_range=init_std)   # word embeddings use the top-level value
 
-
 def build_tiny(words: Sequence[str] | None = None, *, freeze_vision: bool = True, seed: int = 0) -> CIRModel:
     """Random-init tiny CIRModel with a word tokenizer over `words` (default: Fashion-Shapes VOCABULARY).
 
@@ -268,7 +255,6 @@ def build_tiny(words: Sequence[str] | None = None, *, freeze_vision: bool = True
         nn.init.normal_(blip2.query_tokens, std=blip2.config.qformer_config.initializer_range)
     return CIRModel(blip2, tokenizer, freeze_vision=freeze_vision, backend="tiny", source="tiny")
 
-
 _HF_HELP = (
     "Real BLIP-2 weights are never downloaded at run time. On a machine with network run\n"
     "    hf download {name} --local-dir /path/to/{leaf}\n"
@@ -279,10 +265,8 @@ _HF_HELP = (
     "(tokenizer_config.json with vocab.txt and/or tokenizer.json, special_tokens_map.json)."
 )
 
-
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """Quick TCP probe so an unreachable hub fails in seconds instead of hanging in retries."""
@@ -291,7 +275,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
-
 
 def _load_hf_blip2(name: str, freeze_vision: bool) -> CIRModel:
     """Real BLIP-2 retrieval weights + their tokenizer from a local dir, the hub cache or the hub."""
@@ -321,7 +304,6 @@ def _load_hf_blip2(name: str, freeze_vision: bool) -> CIRModel:
     return CIRModel(blip2.float(), HFTokenizer(tokenizer), freeze_vision=freeze_vision,
                     backend="hf-blip2", source=name)
 
-
 def _is_checkpoint(name: str) -> bool:
     path = Path(name).expanduser()
     if not path.is_dir():
@@ -332,133 +314,14 @@ def _is_checkpoint(name: str) -> bool:
         return True  # unreadable config.json: let load_checkpoint name the problem
     return (path / "model.safetensors").is_file() or (path / "train_state.pt").is_file()
 
-
 register_backend(Backend("checkpoint", _is_checkpoint,
                          lambda name, freeze: load_checkpoint(name, "cpu", freeze_vision=freeze).model))
 register_backend(Backend("tiny", lambda name: name == "tiny",
                          lambda name, freeze: build_tiny(freeze_vision=freeze)))
 register_backend(Backend("hf-blip2", lambda name: True, _load_hf_blip2))
 
+# -- checkpoints (qurelib.checkpoint; re-exported here) ------------------------------------------
+from qurelib.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 
-# -- checkpoints ------------------------------------------------------------------------------
-
-class Checkpoint(NamedTuple):
-    model: CIRModel
-    extra: dict
-    state: Any
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def save_checkpoint(model: CIRModel, directory: str | os.PathLike, extra: dict | None = None,
-                    state: Any = None) -> Path:
-    """Write model.safetensors + config.json (+ train_state.pt) to `directory`, atomically.
-
-    Everything goes to a temporary sibling dir first, which then replaces `directory`; an
-    interrupted save leaves either the old checkpoint or none, never a half-written one.
-    `extra` must be JSON-able; `state` is anything torch.save accepts (optimizer, RNG states, ...).
-    """
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    foreign = sorted(p.name for p in directory.iterdir() if p.name not in CHECKPOINT_FILES) \
-        if directory.is_dir() else []
-    if foreign:  # never delete a folder that is not a checkpoint (e.g. a run dir passed by mistake)
-        raise FileExistsError(f"save_checkpoint: {directory} exists and holds {foreign[:3]}, which a "
-                              f"checkpoint never does; refusing to replace it")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    extra_json = json.dumps(extra or {})  # fail before writing anything if not JSON-able
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        weights, seen = {}, set()
-        for key, value in model.state_dict().items():
-            value = value.detach().cpu()
-            weights[key] = value.clone() if value.data_ptr() in seen else value.contiguous()
-            seen.add(value.data_ptr())
-        save_file(weights, str(tmp / "model.safetensors"))
-        model.tokenizer.save(tmp)
-        if state is not None:
-            torch.save(state, tmp / "train_state.pt")
-        config = {
-            "format": CHECKPOINT_FORMAT, "version": 1, "backend": model.backend, "source": model.source,
-            "blip2_config": model.blip2.config.to_dict(), "tokenizer": model.tokenizer.to_config(),
-            "image_size": model.image_size, "temperature": model.temperature.item(),
-            "vision_frozen": model.vision_frozen, "extra": json.loads(extra_json),
-            "files": {"model.safetensors": _sha256(tmp / "model.safetensors"),
-                      "train_state.pt": _sha256(tmp / "train_state.pt") if state is not None else None},
-        }
-        (tmp / "config.json").write_text(json.dumps(config, indent=1))  # written last
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            shutil.rmtree(old, ignore_errors=True)
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
-
-
-def _checked_file(directory: Path, name: str, digest: str | None) -> Path:
-    path = directory / name
-    if not path.is_file():
-        raise ModelLoadError(f"load_checkpoint: {path} is missing (partial or interrupted save?)")
-    if digest is not None and _sha256(path) != digest:
-        raise ModelLoadError(f"load_checkpoint: {path} is corrupt (sha256 differs from config.json)")
-    return path
-
-
-def load_checkpoint(directory: str | os.PathLike, device: str = "auto", *,
-                    freeze_vision: bool | None = None) -> Checkpoint:
-    """Read a `save_checkpoint` dir -> Checkpoint(model, extra, state); ModelLoadError names a bad file.
-
-    freeze_vision: None keeps the frozen/unfrozen setting the model was saved with.
-    """
-    from safetensors.torch import load_file
-    from transformers import Blip2Config, Blip2ForImageTextRetrieval
-
-    directory = Path(directory).expanduser()
-    if not directory.is_dir():
-        raise ModelLoadError(f"load_checkpoint: no checkpoint directory {directory}")
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise ModelLoadError(f"load_checkpoint: {config_path} is missing (partial or interrupted save?)")
-    try:
-        config = json.loads(config_path.read_text())
-        if config.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"'format' is {config.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        files = config["files"]
-        blip2_config = Blip2Config.from_dict(config["blip2_config"])
-        tokenizer = tokenizer_from_config(config["tokenizer"], directory)
-    except (ValueError, KeyError, TypeError, OSError) as error:
-        raise ModelLoadError(f"load_checkpoint: {config_path} is unreadable: {error}") from None
-    weights_path = _checked_file(directory, "model.safetensors", files.get("model.safetensors"))
-    try:
-        weights = load_file(str(weights_path))
-    except Exception as error:  # safetensors raises its own error types on truncated headers
-        raise ModelLoadError(f"load_checkpoint: {weights_path} is unreadable: {error}") from None
-    with torch.random.fork_rng(devices=[]):
-        blip2 = Blip2ForImageTextRetrieval(blip2_config)
-    frozen = config.get("vision_frozen", True) if freeze_vision is None else freeze_vision
-    model = CIRModel(blip2, tokenizer, freeze_vision=frozen, backend=config.get("backend", "tiny"),
-                     source=config.get("source", str(directory)))
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as error:
-        raise ModelLoadError(f"load_checkpoint: {weights_path} does not match config.json: "
-                             f"{str(error).splitlines()[0]}") from None
-    state = None
-    if files.get("train_state.pt") is not None:
-        state_path = _checked_file(directory, "train_state.pt", files["train_state.pt"])
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-    model.eval()
-    return Checkpoint(model.to(resolve_device(device)), config.get("extra", {}), state)
+__all__ = ["CIRModel", "ModelLoadError", "load_model", "build_tiny", "register_backend", "Backend", "resolve_device",
+           "Checkpoint", "load_checkpoint", "save_checkpoint"]

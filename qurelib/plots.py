@@ -7,6 +7,7 @@ under the Agg backend, in papermill runs and in tests.
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure

@@ -1,0 +1,151 @@
+"""Checkpoints of a CIRModel: safetensors weights + a JSON config (+ a training-state file),
+written atomically and verified by sha256 on load (split from qurelib.model, which re-exports
+`Checkpoint`, `save_checkpoint` and `load_checkpoint`).
+
+    <dir>/model.safetensors   the weights
+    <dir>/config.json         format, BLIP-2 config, tokenizer, image size, temperature, `extra`,
+                              and the sha256 of every file (written last)
+    <dir>/train_state.pt      optional `state` (optimizer, sampler, RNG, ...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from qurelib.tokenizer import tokenizer_from_config
+
+
+
+class Checkpoint(NamedTuple):
+    model: "_m.CIRModel"
+    extra: dict
+    state: Any
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: "_m.CIRModel", directory: str | os.PathLike, extra: dict | None = None,
+                    state: Any = None) -> Path:
+    """Write model.safetensors + config.json (+ train_state.pt) to `directory`, atomically.
+
+    Everything goes to a temporary sibling dir first, which then replaces `directory`; an
+    interrupted save leaves either the old checkpoint or none, never a half-written one.
+    `extra` must be JSON-able; `state` is anything torch.save accepts (optimizer, RNG states, ...).
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    foreign = sorted(p.name for p in directory.iterdir() if p.name not in _m.CHECKPOINT_FILES) \
+        if directory.is_dir() else []
+    if foreign:  # never delete a folder that is not a checkpoint (e.g. a run dir passed by mistake)
+        raise FileExistsError(f"save_checkpoint: {directory} exists and holds {foreign[:3]}, which a "
+                              f"checkpoint never does; refusing to replace it")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    extra_json = json.dumps(extra or {})  # fail before writing anything if not JSON-able
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        weights, seen = {}, set()
+        for key, value in model.state_dict().items():
+            value = value.detach().cpu()
+            weights[key] = value.clone() if value.data_ptr() in seen else value.contiguous()
+            seen.add(value.data_ptr())
+        save_file(weights, str(tmp / "model.safetensors"))
+        model.tokenizer.save(tmp)
+        if state is not None:
+            torch.save(state, tmp / "train_state.pt")
+        config = {
+            "format": _m.CHECKPOINT_FORMAT, "version": 1, "backend": model.backend, "source": model.source,
+            "blip2_config": model.blip2.config.to_dict(), "tokenizer": model.tokenizer.to_config(),
+            "image_size": model.image_size, "temperature": model.temperature.item(),
+            "vision_frozen": model.vision_frozen, "extra": json.loads(extra_json),
+            "files": {"model.safetensors": _sha256(tmp / "model.safetensors"),
+                      "train_state.pt": _sha256(tmp / "train_state.pt") if state is not None else None},
+        }
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))  # written last
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _checked_file(directory: Path, name: str, digest: str | None) -> Path:
+    path = directory / name
+    if not path.is_file():
+        raise _m.ModelLoadError(f"load_checkpoint: {path} is missing (partial or interrupted save?)")
+    if digest is not None and _sha256(path) != digest:
+        raise _m.ModelLoadError(f"load_checkpoint: {path} is corrupt (sha256 differs from config.json)")
+    return path
+
+
+def load_checkpoint(directory: str | os.PathLike, device: str = "auto", *,
+                    freeze_vision: bool | None = None) -> Checkpoint:
+    """Read a `save_checkpoint` dir -> Checkpoint(model, extra, state); ModelLoadError names a bad file.
+
+    freeze_vision: None keeps the frozen/unfrozen setting the model was saved with.
+    """
+    from safetensors.torch import load_file
+    from transformers import Blip2Config, Blip2ForImageTextRetrieval
+
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise _m.ModelLoadError(f"load_checkpoint: no checkpoint directory {directory}")
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise _m.ModelLoadError(f"load_checkpoint: {config_path} is missing (partial or interrupted save?)")
+    try:
+        config = json.loads(config_path.read_text())
+        if config.get("format") != _m.CHECKPOINT_FORMAT:
+            raise ValueError(f"'format' is {config.get('format')!r}, expected {_m.CHECKPOINT_FORMAT!r}")
+        files = config["files"]
+        blip2_config = Blip2Config.from_dict(config["blip2_config"])
+        tokenizer = tokenizer_from_config(config["tokenizer"], directory)
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        raise _m.ModelLoadError(f"load_checkpoint: {config_path} is unreadable: {error}") from None
+    weights_path = _checked_file(directory, "model.safetensors", files.get("model.safetensors"))
+    try:
+        weights = load_file(str(weights_path))
+    except Exception as error:  # safetensors raises its own error types on truncated headers
+        raise _m.ModelLoadError(f"load_checkpoint: {weights_path} is unreadable: {error}") from None
+    with torch.random.fork_rng(devices=[]):
+        blip2 = Blip2ForImageTextRetrieval(blip2_config)
+    frozen = config.get("vision_frozen", True) if freeze_vision is None else freeze_vision
+    model = _m.CIRModel(blip2, tokenizer, freeze_vision=frozen, backend=config.get("backend", "tiny"),
+                     source=config.get("source", str(directory)))
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        raise _m.ModelLoadError(f"load_checkpoint: {weights_path} does not match config.json: "
+                             f"{str(error).splitlines()[0]}") from None
+    state = None
+    if files.get("train_state.pt") is not None:
+        state_path = _checked_file(directory, "train_state.pt", files["train_state.pt"])
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    model.eval()
+    return Checkpoint(model.to(_m.resolve_device(device)), config.get("extra", {}), state)
+
+
+# At the bottom: qurelib.model re-exports this module's names from its own last line, so either
+# module may be imported first.
+from qurelib import model as _m  # noqa: E402
