@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED := 1
 # Offline by default (tests never download); a GPU user with network may pass HF_HUB_OFFLINE=0.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv test test-unit reproduce ablation bench gpu-check clean-runs help
+.PHONY: venv test test-unit lab reproduce ablation bench gpu-check clean-runs help
 .DELETE_ON_ERROR:
 
 help:
@@ -27,6 +27,7 @@ help:
 	@echo "make ablation [PROFILE=...]             the hard-negative strategy sweep"
 	@echo "make bench                              fast paths vs naive, side by side"
 	@echo "make gpu-check                          CUDA tests and benchmark (needs a GPU)"
+	@echo "make lab                                JupyterLab on notebooks/ (installs it into .venv)"
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -85,6 +86,10 @@ gpu-check: venv
 	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device visible to torch')"
 	$(PY) -m pytest -q --run-gpu -m gpu
 	$(PY) -m qurelib.bench --device cuda --only mining,scoring,model
+
+lab: venv
+	$(PY) -m pip install -q -e ".[lab]"
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean-runs:
 	rm -rf runs/$(PROFILE) figures/$(PROFILE)
