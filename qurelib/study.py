@@ -95,7 +95,10 @@ class Table(list):
 
 
 def _fmt(value) -> str:
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
+    """Floats: two decimals, or four significant digits below 1 (losses, temperatures)."""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}"
+    return str(value)
 
 
 def to_markdown(rows: list[dict]) -> str:
