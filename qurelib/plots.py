@@ -228,7 +228,7 @@ def plot_training_curves(histories: dict, title: str = "") -> tuple[Figure, list
 
     histories: {run name: qurelib.train history (list of per-epoch records)}.
     """
-    fig = Figure(figsize=(13, 3.2), layout="constrained")
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
     axes = fig.subplots(1, 4)
     table = []
     for name, history in histories.items():
@@ -252,9 +252,9 @@ def plot_training_curves(histories: dict, title: str = "") -> tuple[Figure, list
                                 "false negatives in H (%)")):
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("epoch")
-        if ax.lines:
-            ax.legend(fontsize=7)
     axes[2].set_yscale("log")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 7), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig, table
