@@ -19,9 +19,10 @@ Conventions shared by every function here:
 
 Paper mapping: `recall_at_k` / `fashioniq_metrics` (Table 2), `cirr_metrics` / `cirr_submission`
 (Table 3), `circo_map_at_k` / `circo_submission` (Table 5), `preference_rate` /
-`preference_report` (Eq. 8-9, Table 4; in qurelib.metrics_preference, re-exported here). The all-positives metrics (`precision_at_k`,
-`positive_recall_at_k`, `ndcg_at_k`, `first_false_negative_rank`, `simulated_preference_rate`)
-are this study's additions for datasets whose positives are all known (Fashion-Shapes).
+`preference_report` (Eqs. 8-9, Table 4; in qurelib.metrics_preference, re-exported here). The
+all-positives metrics (`precision_at_k`, `positive_recall_at_k`, `ndcg_at_k`,
+`first_false_negative_rank`, `simulated_preference_rate`) are this study's additions for
+datasets whose positives are all known (Fashion-Shapes).
 """
 
 from __future__ import annotations
