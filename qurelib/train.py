@@ -397,28 +397,3 @@ def profile_config(profile: str, **overrides) -> TrainConfig:
     if profile not in PROFILE_CONFIGS:
         raise ValueError(f"unknown training profile {profile!r}; expected one of {tuple(PROFILE_CONFIGS)}")
     return TrainConfig(**{**PROFILE_CONFIGS[profile], **overrides})
-
-
-def bench_training(quick: bool = False, device: str = "cpu") -> list[dict]:
-    """`make bench` rows: image-cache time, training queries/s and time per re-mining on
-    Fashion-Shapes (smoke if quick, else default) with the tiny model, 2 epochs, one re-mining."""
-    import tempfile
-
-    from qurelib.data.synthetic import load_fashion_shapes, make_fashion_shapes
-    from qurelib.model import load_model
-    from qurelib.paths import generated_data_dir
-
-    profile = "smoke" if quick else "default"
-    splits = load_fashion_shapes(make_fashion_shapes(generated_data_dir(profile), profile), "train")
-    model = load_model("tiny", device=device)
-    t0 = time.perf_counter()
-    cache = build_image_cache(model, splits.values(), progress=False)
-    cache_s = time.perf_counter() - t0
-    config = profile_config(profile, epochs=2, n_def=2, device=device, progress=False)
-    with tempfile.TemporaryDirectory() as run_dir:
-        history = train(model, splits, config, run_dir, image_cache=cache)
-    return [{"bench": "train", "profile": profile, "device": device, "threads": torch.get_num_threads(),
-             "queries": sum(len(s.queries) for s in splits.values()), "images": len(cache.row),
-             "image_cache_s": round(cache_s, 2),
-             "queries_per_s": round(sum(r["queries_per_s"] for r in history) / len(history), 1),
-             "remining_s": round(history[1]["mining_s"], 2)}]
