@@ -1,133 +1,27 @@
-"""Encoding, scoring and evaluation of a CIR model on one split (paper Sec. 5), plus the audit of
-mined hard-negative sets against known positives (this study's false-negative analysis).
+"""Evaluation of a CIR model on one split (paper Sec. 5) and on HP-FashionIQ (Sec. 4).
 
-The frozen vision tower never changes during CIR fine-tuning, so every image goes through
-`model.encode_image` once (`build_image_cache`) and the cached (P, H) patch features are fed back
-as `image_embeds=` to `encode_query` / `encode_corpus`; only the Q-Former runs after that.
-
-`evaluate(model, split)` encodes once and computes every metric the split supports:
-recall@K when it has targets; CIRR's subset recall when queries carry img_set `group_members`;
-precision / recall against all positives, CIRCO-style mAP@K and the first-false-negative rank when
-positives are known; nDCG@K with graded relevance when image attributes are known (Fashion-Shapes).
+`evaluate(model, split)` encodes once (`qurelib.encode`) and computes every metric the split
+supports: recall@K when it has targets; CIRR's subset recall when queries carry img_set
+`group_members`; precision / recall against all positives, CIRCO-style mAP@K and the
+first-false-negative rank when positives are known; nDCG@K with graded relevance when image
+attributes are known (Fashion-Shapes).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import torch
-from tqdm.auto import tqdm
 
 from qurelib import metrics
 from qurelib.data.schema import CIRSplit, DatasetError
-from qurelib.qure import HardNegativeSets, mine_hard_negatives, score_corpus
+from qurelib.data.vocab import ATTRIBUTES
+from qurelib.encode import ImageCache, build_image_cache, encode_split, score_split
+from qurelib.qure import score_corpus
 
 RECALL_KS = (1, 5, 10, 50)
 POSITIVE_KS = (1, 5, 10, 50)
 NDCG_KS = (5, 10, 50)
-
-
-# ----------------------------------------------------------------------------- image cache
-@dataclass
-class ImageCache:
-    """Frozen-ViT features of every image a run needs: `embeds[row[image_id]]` is (P, H)."""
-
-    row: dict[str, int]
-    embeds: torch.Tensor  # (M, P, H) float32 (float16 on CUDA), on the model's device
-
-    def rows(self, image_ids: Sequence[str]) -> torch.Tensor:
-        """(len(ids),) long rows; KeyError names the first id the cache lacks."""
-        missing = [i for i in image_ids if i not in self.row]
-        if missing:
-            raise KeyError(f"image {missing[0]!r} is not in the image cache ({len(missing)} missing)")
-        return torch.tensor([self.row[i] for i in image_ids], dtype=torch.long)
-
-
-def split_image_ids(split: CIRSplit) -> list[str]:
-    """Every image a split's scoring needs: its corpus, then references and targets outside it."""
-    ids = dict.fromkeys(split.corpus_ids)
-    for q in split.queries:
-        ids[q.reference_id] = None
-        if q.target_id is not None:
-            ids[q.target_id] = None
-    return list(ids)
-
-
-@torch.no_grad()
-def build_image_cache(model, splits: Iterable[CIRSplit], *, batch_size: int = 64,
-                      cache: ImageCache | None = None, progress: bool = True) -> ImageCache:
-    """Run the frozen vision tower once over every image of `splits` (extending `cache` if given).
-
-    Raises ValueError if the model's vision tower is trainable (its features would go stale).
-    """
-    if not getattr(model, "vision_frozen", False):
-        raise ValueError("build_image_cache: the vision tower is trainable, so its features cannot be "
-                         "cached; load the model with freeze_vision=True")
-    row = dict(cache.row) if cache is not None else {}
-    sources: dict[str, CIRSplit] = {}
-    for split in splits:
-        for image_id in split_image_ids(split):
-            if image_id not in row and image_id not in sources:
-                sources[image_id] = split
-    todo = list(sources)
-    chunks = [] if cache is None else [cache.embeds]
-    dtype = torch.float16 if model.device.type == "cuda" else torch.float32
-    for start in tqdm(range(0, len(todo), batch_size), desc="encode images", disable=not progress,
-                      leave=False):
-        ids = todo[start:start + batch_size]
-        pixels = model.preprocess([sources[i].load_image(i) for i in ids])  # (B, 3, S, S)
-        chunks.append(model.encode_image(pixels).to(dtype))  # (B, P, H)
-        row.update({i: len(row) + j for j, i in enumerate(ids)})
-    if not chunks:
-        raise ValueError("build_image_cache: the splits hold no images")
-    return ImageCache(row, torch.cat(chunks))
-
-
-# ----------------------------------------------------------------------------- encoding and scores
-def _autocast(model, amp: bool):
-    if amp and model.device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def encode_split(model, split: CIRSplit, cache: ImageCache, *, batch_size: int = 256,
-                 amp: bool = True, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Query embeddings (Q, D) and corpus embeddings (N, T, D), float32, in eval mode.
-
-    The model's train/eval mode is restored afterwards.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        ref_rows = cache.rows([q.reference_id for q in split.queries])
-        corpus_rows = cache.rows(split.corpus_ids)
-        queries, corpus = [], []
-        bar = tqdm(total=len(ref_rows) + len(corpus_rows), desc=f"encode {split.name}",
-                   disable=not progress, leave=False)
-        with _autocast(model, amp):
-            for s in range(0, len(ref_rows), batch_size):
-                tok = model.tokenize([q.modification_text for q in split.queries[s:s + batch_size]])
-                emb = cache.embeds[ref_rows[s:s + batch_size].to(cache.embeds.device)]  # (B, P, H)
-                queries.append(model.encode_query(image_embeds=emb, **tok).float())  # (B, D)
-                bar.update(len(emb))
-            for s in range(0, len(corpus_rows), batch_size):
-                emb = cache.embeds[corpus_rows[s:s + batch_size].to(cache.embeds.device)]
-                corpus.append(model.encode_corpus(image_embeds=emb).float())  # (B, T, D)
-                bar.update(len(emb))
-        bar.close()
-        return torch.cat(queries), torch.cat(corpus)
-    finally:
-        model.train(was_training)
-
-
-def score_split(model, split: CIRSplit, cache: ImageCache | None = None, **kwargs) -> torch.Tensor:
-    """(Q, N) float32 scores of every query against the split's corpus (on CPU)."""
-    cache = cache or build_image_cache(model, [split], progress=kwargs.get("progress", True))
-    query, corpus = encode_split(model, split, cache, **kwargs)
-    return score_corpus(query, corpus).cpu()
 
 
 def target_indices_or_missing(split: CIRSplit) -> torch.Tensor:
@@ -149,8 +43,6 @@ def relevance_matrix(split: CIRSplit) -> torch.Tensor:
     Vectorised `synthetic.graded_relevance(attributes[target], attributes[image])`: the share of
     semantic attributes on which the two agree, 0 across categories. Needs `split.attributes`.
     """
-    from qurelib.data.synthetic import ATTRIBUTES
-
     attrs = split.attributes
     if attrs is None:
         raise ValueError(f"{split.name}: relevance_matrix needs image attributes (Fashion-Shapes)")
@@ -241,60 +133,6 @@ def evaluate_splits(model, splits: Mapping[str, CIRSplit], *, image_cache: Image
         summary = metrics.fashioniq_metrics({n: {k: v for k, v in r.items() if k.startswith("R@")}
                                              for n, r in per.items()})
         out.update({k: v for k, v in summary.items() if k != "per_category"})
-    return out
-
-
-# ----------------------------------------------------------------------------- mined-set audit
-def hard_negative_stats(sets: HardNegativeSets, positives: Sequence[Sequence[int]] | None = None) -> dict:
-    """Size statistics of mined sets and, given positives, their false-negative rate.
-
-    sets: Q sets of corpus columns; positives: Q lists of corpus columns (the target included),
-    or None. "fn_rate": percent of mined negatives (over queries with known positives) that are
-    positives; "queries_with_fn": percent of those queries whose set holds at least one.
-    """
-    sizes = sets.sizes.double()  # (Q,)
-    out = {"size_mean": float(sizes.mean()), "size_median": float(sizes.median()),
-           "size_min": int(sizes.min()), "size_max": int(sizes.max()),
-           "fallbacks": int(sets.fallback.sum())}
-    if positives is None or not any(positives):
-        return out
-    q = len(sets)
-    n = int(max(int(sets.indices.max()) if len(sets.indices) else 0,
-                max((max(p) for p in positives if p), default=0))) + 1
-    mask = torch.zeros(q, n, dtype=torch.bool)  # (Q, N) positive columns
-    for i, p in enumerate(positives):
-        mask[i, list(p)] = True
-    known = mask.any(dim=1)  # (Q,)
-    slot_row = torch.repeat_interleave(torch.arange(q), sets.sizes)  # (M,)
-    is_fn = mask[slot_row, sets.indices]  # (M,)
-    per_query = torch.zeros(q, dtype=torch.long).index_add_(0, slot_row, is_fn.long())  # (Q,)
-    mined = int(sets.sizes[known].sum())
-    out["fn_rate"] = 100.0 * int(per_query[known].sum()) / mined if mined else float("nan")
-    out["queries_with_fn"] = 100.0 * float((per_query[known] > 0).double().mean())
-    return out
-
-
-AUDIT_SPECS = ("drops/released", "drops/paper", "top_k", "after_target_top_k",
-               "percent_of_positive", "all")
-
-
-def audit_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor,
-                         positives: Sequence[Sequence[int]] | None, specs: Sequence[str] = AUDIT_SPECS,
-                         *, k: int = 100, ratio: float = 0.95, exclude: torch.Tensor | None = None,
-                         consecutive_threshold: int = 1) -> dict[str, dict]:
-    """`hard_negative_stats` of the sets each strategy would mine from the same scores (Fig. 4).
-
-    specs: "drops/released", "drops/paper" or a strategy name of `mine_hard_negatives`; the
-    top-k strategies use `k`, "percent_of_positive" uses `ratio` and `k`.
-    """
-    out = {}
-    for spec in specs:
-        strategy, _, rule = spec.partition("/")
-        sets = mine_hard_negatives(scores, target_idx, strategy=strategy, rule=rule or "released",
-                                   consecutive_threshold=consecutive_threshold, exclude=exclude,
-                                   k=k if strategy in ("top_k", "after_target_top_k", "percent_of_positive") else None,
-                                   ratio=ratio if strategy == "percent_of_positive" else None)
-        out[spec] = hard_negative_stats(sets, positives)
     return out
 
 

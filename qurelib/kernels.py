@@ -12,16 +12,18 @@ the parity on random and adversarial inputs.
   strategy becomes a range [p0, p1] of positions in the stable descending order; the members are
   the columns whose scores lie between the two boundary values, with exact tie handling where a
   run of equal scores straddles a boundary. Rows the top-m cannot settle (equal drops at the m-th
-  place, or no valid pair among the m steepest) fall back to the reference row function, so the
-  result is identical by construction.
+  place, or no valid pair among the m steepest) are returned as *undecided*: the caller
+  (`qure.mine_hard_negatives`) hands them to the reference row function.
+
+This module is a leaf: arrays in, arrays out; it imports nothing from qurelib.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
-
-from qurelib import qure
 
 
 # --- scoring ------------------------------------------------------------------------------------
@@ -222,7 +224,7 @@ def _extract(xp, vals, srt, target, p0, p1, rank):
 
 
 def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy, rule, thr, k, ratio, top_m):
-    """Sets and fallback flags of rows [start, stop)."""
+    """Sets, fallback flags and undecided flags of rows [start, stop) (an undecided row's set is empty)."""
     vals = xp.asarray(scores[start:stop].float())  # (B, N), a view: copied only to exclude
     target = xp.asarray(target_idx[start:stop].to(scores.device))
     n_excl = target * 0
@@ -239,27 +241,29 @@ def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy,
     slow, fallback = xp.to_numpy(slow), xp.to_numpy(fb).copy()
     sets = []
     for i in range(stop - start):
-        if slow[i]:  # the top-m could not settle this row: the reference decides
-            row = scores[start + i].detach().float().cpu().numpy()
-            excl_i = -1 if exclude is None else int(exclude[start + i])
-            s, fallback[i] = qure._mine_row(row, int(tn[i]), excl_i, strategy, rule, thr, k, ratio)
-            sets.append(s)
+        if slow[i]:  # the top-m could not settle this row: left to the caller
+            sets.append(np.zeros(0, dtype=np.int64))
+            fallback[i] = False
         elif straddle[i]:
             sets.append(_take_exact(vals_np[i], int(tn[i]), int(p0[i]), int(p1[i])))
         else:
             sets.append(per_row[i])
-    return sets, fallback
+    return sets, fallback, slow.astype(bool)
 
 
 def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, *, strategy: str, rule: str,
                                 consecutive_threshold: int, k: int | None, ratio: float | None,
                                 exclude: torch.Tensor | None, block_rows: int = 64, top_m: int = 8,
-                                backend: str | None = None, workers: int | None = None) -> qure.HardNegativeSets:
+                                backend: str | None = None, workers: int | None = None
+                                ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Fast path of `qure.mine_hard_negatives` (same arguments, validated there).
 
     backend: "numpy" (default on CPU) or "torch" (default on CUDA; also runs on CPU).
     workers: threads over row blocks on the numpy backend (numpy releases the GIL in its sorts
     and array passes); default: torch's intra-op thread count.
+    Returns (sets, fallback, undecided): Q int64 column arrays in descending score, (Q,) bool
+    fallback flags, and (Q,) bool rows the top-m could not settle (their set is empty and must be
+    mined by the reference row function).
     """
     backend = backend or ("torch" if scores.is_cuda else "numpy")
     xp = _TorchOps if backend == "torch" else _NumpyOps
@@ -271,12 +275,12 @@ def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, 
     run = lambda s: _mine_block(xp, backend, scores, target_idx, exclude, s, min(q_total, s + block_rows), *args)
     workers = workers or (torch.get_num_threads() if backend == "numpy" else 1)
     if workers > 1 and len(starts) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(workers) as pool:
             blocks = list(pool.map(run, starts))
     else:
         blocks = [run(s) for s in starts]
-    sets = [s for block, _ in blocks for s in block]
-    fallback = np.concatenate([fb for _, fb in blocks]) if blocks else np.zeros(0, dtype=bool)
-    return qure.HardNegativeSets.from_lists(sets, fallback)
+    sets = [s for block, _, _ in blocks for s in block]
+    empty = np.zeros(0, dtype=bool)
+    fallback = np.concatenate([fb for _, fb, _ in blocks]) if blocks else empty
+    undecided = np.concatenate([u for _, _, u in blocks]) if blocks else empty
+    return sets, fallback, undecided

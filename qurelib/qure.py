@@ -35,8 +35,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from qurelib import kernels
+
 STRATEGIES = ("drops", "all", "top_k", "after_target_top_k", "percent_of_positive")
 RULES = ("released", "paper")
+# The method as released; TrainConfig and the notebooks take their defaults from here.
+DEFAULT_STRATEGY = "drops"
+DEFAULT_RULE = "released"
+DEFAULT_CONSECUTIVE_THRESHOLD = 1  # released: the two drop positions must differ by more than this
 
 
 # --- Eq. 1: relevance scores ------------------------------------------------------------------
@@ -170,8 +176,9 @@ def _mine_row(row: np.ndarray, target: int, exclude: int, strategy: str, rule: s
     return tail[a + 1:b + 1], False  # Eq. 7: between the two drops
 
 
-def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strategy: str = "drops",
-                        rule: str = "released", consecutive_threshold: int = 1, k: int | None = None,
+def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strategy: str = DEFAULT_STRATEGY,
+                        rule: str = DEFAULT_RULE, consecutive_threshold: int = DEFAULT_CONSECUTIVE_THRESHOLD,
+                        k: int | None = None,
                         ratio: float | None = None, exclude: torch.Tensor | None = None,
                         impl: str = "fast", block_rows: int = 64) -> HardNegativeSets:
     """Hard-negative set of every query (Sec. 3.2 and the Fig. 4 ablations).
@@ -205,20 +212,20 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
     target_idx = torch.as_tensor(target_idx, dtype=torch.long).cpu()
     exclude = None if exclude is None else torch.as_tensor(exclude, dtype=torch.long).cpu()
     check_scores(scores, target_idx.to(scores.device), None if exclude is None else exclude.to(scores.device))
-    if impl == "fast":
-        from qurelib import kernels
-        return kernels.mine_hard_negatives_batched(
+    if impl not in ("fast", "reference"):
+        raise ValueError(f"unknown impl {impl!r}; expected 'fast' or 'reference'")
+    q_total = scores.shape[0]
+    if impl == "fast":  # batched; rows its top-m cannot settle come back undecided
+        sets, fallback, todo = kernels.mine_hard_negatives_batched(
             scores, target_idx, strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
             k=k, ratio=ratio, exclude=exclude, block_rows=block_rows)
-    if impl != "reference":
-        raise ValueError(f"unknown impl {impl!r}; expected 'fast' or 'reference'")
-    rows = scores.detach().float().cpu().numpy()
-    sets, fallback = [], []
-    for q in range(rows.shape[0]):
+    else:
+        sets, fallback, todo = [None] * q_total, np.zeros(q_total, dtype=bool), np.ones(q_total, dtype=bool)
+    for q in np.nonzero(todo)[0].tolist():  # one query at a time, as the paper states it
+        row = scores[q].detach().float().cpu().numpy()
         excl = -1 if exclude is None else int(exclude[q])
-        s, fb = _mine_row(rows[q], int(target_idx[q]), excl, strategy, rule, consecutive_threshold, k, ratio)
-        sets.append(s)
-        fallback.append(fb)
+        sets[q], fallback[q] = _mine_row(row, int(target_idx[q]), excl, strategy, rule, consecutive_threshold,
+                                         k, ratio)
     return HardNegativeSets.from_lists(sets, fallback)
 
 

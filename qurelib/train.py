@@ -10,7 +10,7 @@
 
 `loss="info_nce"` is the contrastive baseline (CLIP4Cir / SPRC): same data, schedule and model,
 in-batch negatives, no mining. The vision tower is frozen, so images are encoded once per run
-(`evaluate.build_image_cache`) and only the Q-Former, projections, ViT layer-norm and temperature
+(`encode.build_image_cache`) and only the Q-Former, projections, ViT layer-norm and temperature
 train. On CUDA the forward runs under bf16 autocast (the released code: fp16 + GradScaler).
 
 Resume: `train` on a `run_dir` holding a checkpoint continues after its last complete epoch. Every
@@ -32,23 +32,26 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from qurelib.audit import audit_hard_negatives, hard_negative_stats
 from qurelib.data.schema import CIRSplit
-from qurelib.evaluate import (ImageCache, _autocast, audit_hard_negatives, build_image_cache,
-                              encode_split, evaluate_splits, hard_negative_stats)
+from qurelib.encode import ImageCache, autocast, build_image_cache, encode_split
+from qurelib.evaluate import evaluate_splits
+from qurelib.files import write_json_atomic, write_text_atomic
 from qurelib.model import load_checkpoint, resolve_device, save_checkpoint
 from qurelib.provenance import git_commit, split_fingerprint
-from qurelib.qure import (RULES, STRATEGIES, HardNegativeSets, NegativeSampler, bradley_terry_loss,
-                          info_nce_loss, mine_hard_negatives, score_corpus)
+from qurelib.qure import (DEFAULT_CONSECUTIVE_THRESHOLD, DEFAULT_RULE, DEFAULT_STRATEGY, RULES, STRATEGIES,
+                          HardNegativeSets, NegativeSampler, bradley_terry_loss, info_nce_loss,
+                          mine_hard_negatives, score_corpus)
 
 LOSSES = ("bradley_terry", "info_nce")
 TIMING_KEYS = ("wall_s", "epoch_s", "mining_s", "train_s", "queries_per_s", "eval_s")
 CHECKPOINT = "checkpoint"
 HISTORY = "history.jsonl"
-_NOT_RESUME_KEYS = {"device", "progress", "encode_batch_size"}  # may differ on resume
+NOT_RESUME_KEYS = frozenset({"device", "progress", "encode_batch_size"})  # may differ on resume
 # May differ between a warm-up run and a fork of it (`init_from`): they act only from the first
 # re-mining on, and a fork must start before it.
-_FORK_KEYS = {"strategy", "rule", "consecutive_threshold", "k", "ratio", "exclude_reference", "audit",
-              "audit_k", "audit_ratio", "eval_every"}
+FORK_KEYS = frozenset({"strategy", "rule", "consecutive_threshold", "k", "ratio", "exclude_reference", "audit",
+                       "audit_k", "audit_ratio", "eval_every"})
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,9 @@ class TrainConfig:
     seed: int = 1000                 # released random_seed
     loss: str = "bradley_terry"      # "bradley_terry" (QuRe) | "info_nce" (in-batch baseline)
     warmup: bool = True              # first E // n_def epochs: random negatives from corpus \ target
-    strategy: str = "drops"          # mine_hard_negatives strategy (Fig. 4 ablations)
-    rule: str = "released"           # drops rule: "released" | "paper"
-    consecutive_threshold: int = 1   # released rule: drop positions must differ by more
+    strategy: str = DEFAULT_STRATEGY  # mine_hard_negatives strategy (Fig. 4 ablations): QuRe's drops
+    rule: str = DEFAULT_RULE         # drops rule: "released" | "paper"
+    consecutive_threshold: int = DEFAULT_CONSECUTIVE_THRESHOLD  # released rule: drop positions differ by more
     k: int | None = None             # set size of the top-k strategies
     ratio: float | None = None       # percent_of_positive ratio, e.g. 0.95
     exclude_reference: bool = False  # drop the reference from the mining ranking (released: kept)
@@ -183,8 +186,8 @@ def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
 
 
 # ----------------------------------------------------------------------------- one epoch
-def _batch_loss(model, data: TrainData, cache: ImageCache, ids: torch.Tensor,
-                negatives: torch.Tensor | None, loss: str) -> torch.Tensor:
+def batch_loss(model, data: TrainData, cache: ImageCache, ids: torch.Tensor,
+               negatives: torch.Tensor | None, loss: str) -> torch.Tensor:
     """Loss of one batch of query ids (B,): Bradley-Terry on (target, negative) or in-batch InfoNCE."""
     device = cache.embeds.device
     tok = model.tokenize([data.texts[i] for i in ids.tolist()])
@@ -210,8 +213,8 @@ def run_epoch(model, optimizer, data: TrainData, cache: ImageCache, negatives: t
                leave=False)
     for start in bar:
         ids = order[start:start + config.batch_size]  # (B,)
-        with _autocast(model, config.amp):
-            loss = _batch_loss(model, data, cache, ids, negatives, config.loss)
+        with autocast(model, config.amp):
+            loss = batch_loss(model, data, cache, ids, negatives, config.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -222,14 +225,18 @@ def run_epoch(model, optimizer, data: TrainData, cache: ImageCache, negatives: t
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _config_json(config: TrainConfig) -> dict:
+def config_json(config: TrainConfig) -> dict:
+    """The config as written to config.json and checkpoints (tuples become lists)."""
     return json.loads(json.dumps(asdict(config)))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def config_differences(saved: dict, config: TrainConfig, *, fork: bool = False) -> list[str]:
+    """"key: saved != new" for every setting that forbids resuming a run saved with `saved`
+    (a `config_json` dict) under `config`; with fork, also the settings a fork may change."""
+    mine = config_json(config)
+    free = NOT_RESUME_KEYS | (FORK_KEYS if fork else frozenset())
+    return [f"{k}: {saved.get(k)!r} != {mine.get(k)!r}"
+            for k in sorted(set(saved) | set(mine)) if k not in free and saved.get(k) != mine.get(k)]
 
 
 def _save(model, optimizer, run_dir: Path, config: TrainConfig, epoch: int, history: list[dict],
@@ -239,9 +246,9 @@ def _save(model, optimizer, run_dir: Path, config: TrainConfig, epoch: int, hist
              "sets": None if sets is None else {"indptr": sets.indptr, "indices": sets.indices,
                                                "fallback": sets.fallback},
              "sampler": None if sampler is None else sampler.state_dict()}
-    extra = {"kind": "qurelib-train", "epoch": epoch, "train_config": _config_json(config)}
+    extra = {"kind": "qurelib-train", "epoch": epoch, "train_config": config_json(config)}
     save_checkpoint(model, run_dir / CHECKPOINT, extra=extra, state=state)
-    _write_atomic(run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in history))
+    write_text_atomic(run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in history))
 
 
 def _resume(model, optimizer, run_dir: Path, config: TrainConfig, init_from: str | os.PathLike | None = None):
@@ -254,14 +261,10 @@ def _resume(model, optimizer, run_dir: Path, config: TrainConfig, init_from: str
     if not (source / CHECKPOINT).exists():
         raise FileNotFoundError(f"init_from={source}: no {CHECKPOINT}/ there; run the warm-up stage first")
     ckpt = load_checkpoint(source / CHECKPOINT, device=str(model.device))
-    saved = ckpt.extra.get("train_config", {})
-    mine = _config_json(config)
-    free = _NOT_RESUME_KEYS | (_FORK_KEYS if fork else set())
-    diff = sorted(k for k in set(saved) | set(mine) if k not in free and saved.get(k) != mine.get(k))
+    diff = config_differences(ckpt.extra.get("train_config", {}), config, fork=fork)
     if diff:
         raise ValueError(f"{source}: its checkpoint was trained with a different config "
-                         f"({', '.join(f'{k}: {saved.get(k)!r} != {mine.get(k)!r}' for k in diff)}); "
-                         f"use a new run_dir")
+                         f"({', '.join(diff)}); use a new run_dir")
     state = ckpt.state
     if fork and (state["sets"] is not None or state["epoch"] + 1 > config.period):
         raise ValueError(f"init_from={source}: a fork must start before the first re-mining "
@@ -329,7 +332,7 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
         stop_epoch: return after this many epochs in all (a later call resumes): the study's
             warm-up stage runs epochs [0, E // n_def) and the fine-tuning stage the rest.
         init_from: a run_dir whose checkpoint starts this run when run_dir has none (the warm-up
-            shared by every strategy of an ablation); see `_FORK_KEYS`.
+            shared by every strategy of an ablation); see `FORK_KEYS`.
     Returns:
         The history: one dict per epoch with epoch, lr, loss, temperature, negatives ("random",
         "mined" or "in_batch"), timings (TIMING_KEYS), "mining" statistics after a re-mining
@@ -348,10 +351,9 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
     if start == 0 or not (run_dir / "config.json").exists():
         summary = {name: {"queries": len(s.queries), "corpus": len(s.corpus_ids), "sha256": split_fingerprint(s)}
                    for name, s in splits.items()}
-        _write_atomic(run_dir / "config.json", json.dumps(
-            {"train_config": _config_json(config), "splits": summary, "model": getattr(model, "source", None),
-             "init_from": None if init_from is None else str(init_from), "git_commit": git_commit()},
-            indent=1))
+        write_json_atomic(run_dir / "config.json", {
+            "train_config": config_json(config), "splits": summary, "model": getattr(model, "source", None),
+            "init_from": None if init_from is None else str(init_from), "git_commit": git_commit()})
     wall = history[-1]["wall_s"] if history else 0.0
     cuda = [device.index or 0] if device.type == "cuda" else []
     stop = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
@@ -377,23 +379,3 @@ def read_history(run_dir: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-# ----------------------------------------------------------------------------- presets and bench
-PROFILE_CONFIGS: dict[str, dict] = {
-    # Fashion-Shapes smoke: 180 train queries; warm-up epoch 0, re-mining at epochs 1 and 2.
-    "smoke": dict(epochs=3, n_def=3, batch_size=16, lr=1e-4),
-    # Fashion-Shapes default: 3,600 train queries; warm-up epochs 0-1, re-mining at 2 and 4
-    # (6 epochs fit ~3 min on 2 CPU cores with the tiny model; see the issue 5 report).
-    "default": dict(epochs=6, n_def=3, batch_size=32, lr=1e-4),
-    # The released FashionIQ / CIRR configs (facts.md section 2).
-    "fashioniq": dict(epochs=30, n_def=6, batch_size=32, lr=5e-6),
-    "cirr": dict(epochs=50, n_def=6, batch_size=32, lr=1e-5),
-}
-
-
-def profile_config(profile: str, **overrides) -> TrainConfig:
-    """TrainConfig of a named preset (PROFILE_CONFIGS) with `overrides` applied."""
-    if profile not in PROFILE_CONFIGS:
-        raise ValueError(f"unknown training profile {profile!r}; expected one of {tuple(PROFILE_CONFIGS)}")
-    return TrainConfig(**{**PROFILE_CONFIGS[profile], **overrides})

@@ -12,7 +12,7 @@ from qurelib.data.synthetic import ATTRIBUTES, CATEGORIES, PROFILES, VOCABULARY,
     _choose_combos, _generate_split, _rng, caption_changes, describe, graded_relevance, main, \
     split_words
 from qurelib.data.synthetic_draw import render_image, sample_nuisance
-from qurelib.plots import plot_triplets
+from qurelib.study.plots import plot_triplets
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,12 @@ def check_parity(scores, target, exclude=None):
         ref = qure.mine_hard_negatives(scores, target, exclude=exclude, impl="reference", **cfg)
         assert_same(ref, qure.mine_hard_negatives(scores, target, exclude=exclude, block_rows=5, **cfg))
         full = dict(rule="released", consecutive_threshold=1, k=None, ratio=None) | cfg
-        fast_torch = kernels.mine_hard_negatives_batched(scores, target, exclude=exclude, block_rows=3,
-                                                         backend="torch", **full)
-        assert_same(ref, fast_torch)
+        sets, fallback, undecided = kernels.mine_hard_negatives_batched(
+            scores, target, exclude=exclude, block_rows=3, backend="torch", **full)
+        for q in range(len(ref)):  # rows the torch backend decided itself must agree
+            if not undecided[q]:
+                assert sets[q].tolist() == ref[q].tolist(), f"query {q}"
+                assert bool(fallback[q]) == bool(ref.fallback[q]), f"query {q}"
 
 
 @pytest.mark.parametrize("seed", range(6))

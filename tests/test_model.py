@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qurelib.model import (ModelLoadError, build_tiny, load_checkpoint, load_model, save_checkpoint)
-from qurelib.tokenizer import WordTokenizer
+from qurelib.model.tokenizer import WordTokenizer
 
 WORDS = ("a", "red", "blue", "striped", "dress", "shirt", "with", "long", "sleeves", "make", "it")
 

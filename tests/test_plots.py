@@ -5,7 +5,8 @@ import csv
 import numpy as np
 import torch
 
-from qurelib import plots, qure
+from qurelib import qure
+from qurelib.study import plots
 
 
 def test_score_curve_table_roles_and_order():

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from qurelib.model import load_checkpoint
-from qurelib.pretrain import contrastive_loss, main, pretrain_tiny
+from qurelib.model.pretrain import contrastive_loss, main, pretrain_tiny
 
 
 def test_contrastive_loss_multi_positive():

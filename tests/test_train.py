@@ -125,12 +125,11 @@ def test_config_schedule_and_validation():
     assert cfg.lr_at(0) == pytest.approx(5e-6) and cfg.lr_at(30) == pytest.approx(5e-8)
     with pytest.raises(ValueError, match="loss"):
         T.TrainConfig(loss="triplet")
-    assert T.profile_config("default").epochs == 6
 
 
 def test_info_nce_baseline_and_warmup_negatives(smoke_root, tmp_path):
     from qurelib.data.synthetic import load_fashion_shapes
-    from qurelib.evaluate import build_image_cache
+    from qurelib.encode import build_image_cache
     from qurelib.model import load_model
 
     splits = load_fashion_shapes(smoke_root, "train")
@@ -157,7 +156,7 @@ def test_info_nce_baseline_and_warmup_negatives(smoke_root, tmp_path):
 def test_staged_warmup_then_forks_with_other_strategies(smoke_root, tmp_path):
     """The study's chain: a warm-up run stopped after E // n_def epochs, forked per strategy."""
     from qurelib.data.synthetic import load_fashion_shapes
-    from qurelib.evaluate import build_image_cache
+    from qurelib.encode import build_image_cache
     from qurelib.model import load_model
 
     splits = load_fashion_shapes(smoke_root, "train")

@@ -23,6 +23,7 @@ __all__ = ["Query", "CIRSplit", "DatasetError", "load_fashioniq", "load_cirr", "
 
 
 def __getattr__(name: str):
+    # Lazy: `python -m qurelib.data.synthetic` would otherwise import the module twice (runpy warns).
     if name in _SYNTHETIC:
         from qurelib.data import synthetic
 

@@ -55,6 +55,7 @@ from qurelib.data.schema import CIRSplit, DatasetError, read_json
 from qurelib.data.synthetic_draw import render_image, sample_nuisance
 from qurelib.data.vocab import ATTRIBUTES, CATEGORIES, JOINERS, PHRASES, VOCABULARY, \
     caption_changes, describe, graded_relevance, split_words
+from qurelib.paths import generated_data_dir
 
 __all__ = ["ATTRIBUTES", "CATEGORIES", "VOCABULARY", "PROFILES", "Profile", "describe",
            "graded_relevance", "split_words", "make_fashion_shapes", "load_fashion_shapes",
@@ -298,8 +299,6 @@ def positives_distribution(splits: Mapping[str, CIRSplit] | CIRSplit) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: python -m qurelib.data.synthetic --out DIR --profile P [--seed S] [--force]."""
-    from qurelib.paths import generated_data_dir
-
     parser = argparse.ArgumentParser(description="Generate the Fashion-Shapes benchmark.")
     parser.add_argument("--profile", default="smoke", choices=tuple(PROFILES))
     parser.add_argument("--out", type=Path, default=None,

@@ -14,38 +14,39 @@ Mirrors the released `blip2_qure.py` (facts.md section 2, "Model"):
 4. `score`: max over the T corpus tokens of the dot product (`qure.score_corpus`); the learnable
    `temperature` (init 0.07, no clamp) divides scores in the training losses.
 
-Models come from `load_model` (a small registry of backends: a checkpoint dir, the "tiny" preset,
-real BLIP-2 weights) and go to disk with `save_checkpoint` / `load_checkpoint`.
+This module holds the model and its tiny preset; `qurelib.model.load` turns a name into a model
+(a checkpoint dir, the "tiny" preset, real BLIP-2 weights) and `qurelib.model.checkpoint` writes
+and reads checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import socket
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import Blip2Config, Blip2ForImageTextRetrieval, Blip2QFormerConfig, Blip2VisionConfig
 
-from qurelib.tokenizer import HFTokenizer, WordTokenizer
+from qurelib.data.synthetic import VOCABULARY
+from qurelib.data.transforms import targetpad_transform
+from qurelib.model.tokenizer import WordTokenizer
+from qurelib.qure import score_corpus
 
-CHECKPOINT_FORMAT = "qurelib-cir-checkpoint"
-CHECKPOINT_FILES = {"config.json", "model.safetensors", "train_state.pt", "tokenizer"}
 MAX_TEXT_LENGTH = 32  # released code: BERT tokenizer with max_txt_len=32
+
 
 class ModelLoadError(RuntimeError):
     """A model or checkpoint could not be loaded; the message says which file and what to do."""
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """"auto" -> cuda when available, else cpu."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
 
 class CIRModel(nn.Module):
     """BLIP-2 Q-Former scorer for composed image retrieval (see the module docstring)."""
@@ -94,8 +95,6 @@ class CIRModel(nn.Module):
     def preprocess(self, images: Sequence) -> torch.Tensor:
         """PIL images -> (B, 3, S, S) float32 pixels (target-pad, resize, CLIP normalisation), on CPU."""
         if self._transform is None:
-            from qurelib.data.transforms import targetpad_transform
-
             self._transform = targetpad_transform(self.image_size)
         return torch.stack([self._transform(image) for image in images])
 
@@ -176,38 +175,9 @@ class CIRModel(nn.Module):
 
     def score(self, query_emb: torch.Tensor, corpus_emb: torch.Tensor) -> torch.Tensor:
         """scores[q, c] = max_t <query_q, corpus_c,t>: (Q, D) x (N, T, D) -> (Q, N) float32."""
-        from qurelib.qure import score_corpus
-
         return score_corpus(query_emb, corpus_emb)
 
-# -- backends -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Backend:
-    """How one kind of `name_or_path` becomes a CIRModel (on CPU): `claims` it, then `load`s it."""
-
-    name: str
-    claims: Callable[[str], bool]
-    load: Callable[[str, bool], CIRModel]   # (name_or_path, freeze_vision) -> CIRModel
-
-BACKENDS: dict[str, Backend] = {}
-
-def register_backend(backend: Backend) -> None:
-    """Add a backend (e.g. LAVIS state dicts); checked in registration order by `load_model`."""
-    BACKENDS[backend.name] = backend
-
-def load_model(name_or_path: str | os.PathLike, *, device: str = "auto",
-               freeze_vision: bool = True) -> CIRModel:
-    """A CIRModel from "tiny", a checkpoint dir, a local BLIP-2 dir or a hub id (e.g. Salesforce/blip2-itm-vit-g).
-
-    Raises ModelLoadError (with what to download and where) when nothing can be loaded offline.
-    """
-    name = str(name_or_path)
-    for backend in BACKENDS.values():
-        if backend.claims(name):
-            return backend.load(name, freeze_vision).to(resolve_device(device)).eval()
-    raise ModelLoadError(f"load_model: nothing knows how to load {name!r}; "
-                         f"backends: {list(BACKENDS)}")
 
 def tiny_blip2_config(vocab_size: int, image_size: int = 64, init_std: float = 0.08):
     """The tiny preset (sized for 64 px Fashion-Shapes; each literal commented).
@@ -220,8 +190,6 @@ def tiny_blip2_config(vocab_size: int, image_size: int = 64, init_std: float = 0
     (64 tokens) learns colour and pattern but stays at chance on garment shape within the 2-minute
     pretraining budget; patch 16 is ~3x cheaper per image and learns shape (val category 77%).
     """
-    from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig
-
     vision = Blip2VisionConfig(
         hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
         image_size=image_size, patch_size=16,   # 4x4 = 16 patches + [CLS]; see the note above
@@ -237,16 +205,13 @@ def tiny_blip2_config(vocab_size: int, image_size: int = 64, init_std: float = 0
                        num_query_tokens=8, image_text_hidden_size=128,
                        initializer_range=init_std)   # word embeddings use the top-level value
 
+
 def build_tiny(words: Sequence[str] | None = None, *, freeze_vision: bool = True, seed: int = 0) -> CIRModel:
     """Random-init tiny CIRModel with a word tokenizer over `words` (default: Fashion-Shapes VOCABULARY).
 
     Initialisation uses its own seed, so "tiny" is the same model in every process.
     """
-    from transformers import Blip2ForImageTextRetrieval
-
-    if words is None:
-        from qurelib.data.synthetic import VOCABULARY as words
-    tokenizer = WordTokenizer(words)
+    tokenizer = WordTokenizer(VOCABULARY if words is None else words)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         blip2 = Blip2ForImageTextRetrieval(tiny_blip2_config(len(tokenizer)))
@@ -255,73 +220,3 @@ def build_tiny(words: Sequence[str] | None = None, *, freeze_vision: bool = True
         nn.init.normal_(blip2.query_tokens, std=blip2.config.qformer_config.initializer_range)
     return CIRModel(blip2, tokenizer, freeze_vision=freeze_vision, backend="tiny", source="tiny")
 
-_HF_HELP = (
-    "Real BLIP-2 weights are never downloaded at run time. On a machine with network run\n"
-    "    hf download {name} --local-dir /path/to/{leaf}\n"
-    "(or `huggingface-cli download ...`; or pre-fill the hub cache, ~/.cache/huggingface/hub),\n"
-    "then call load_model('/path/to/{leaf}'). That directory must hold: config.json (model_type\n"
-    "'blip-2', a Blip2ForImageTextRetrieval checkpoint such as Salesforce/blip2-itm-vit-g),\n"
-    "model.safetensors or model.safetensors.index.json + its shards, and the tokenizer files\n"
-    "(tokenizer_config.json with vocab.txt and/or tokenizer.json, special_tokens_map.json)."
-)
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Quick TCP probe so an unreachable hub fails in seconds instead of hanging in retries."""
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-def _load_hf_blip2(name: str, freeze_vision: bool) -> CIRModel:
-    """Real BLIP-2 retrieval weights + their tokenizer from a local dir, the hub cache or the hub."""
-    from transformers import AutoTokenizer, Blip2ForImageTextRetrieval
-
-    path = Path(name).expanduser()
-    is_dir = path.is_dir()
-    if not is_dir and (path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1):
-        raise ModelLoadError(f"load_model: no such directory {path}.\n" + _HF_HELP.format(
-            name="Salesforce/blip2-itm-vit-g", leaf=path.name or "blip2-itm-vit-g"))
-    source = str(path) if is_dir else name
-    local_only = is_dir or _offline() or not _hub_reachable()
-    try:
-        blip2, info = Blip2ForImageTextRetrieval.from_pretrained(
-            source, local_files_only=local_only, output_loading_info=True)
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-    except (OSError, ValueError, KeyError, EnvironmentError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        where = "offline (HF_HUB_OFFLINE=1 or no network)" if local_only else "from the hub"
-        raise ModelLoadError(f"load_model: cannot load BLIP-2 weights {name!r} {where}: {reason}\n"
-                             + _HF_HELP.format(name=name if not is_dir else "Salesforce/blip2-itm-vit-g",
-                                               leaf=path.name or "blip2-itm-vit-g")) from None
-    missing = [k for k in info.get("missing_keys", []) if not k.startswith("itm_head")]
-    if missing:
-        raise ModelLoadError(f"load_model: {name!r} is not a BLIP-2 retrieval checkpoint (missing "
-                             f"{missing[:4]}...); use e.g. Salesforce/blip2-itm-vit-g.")
-    return CIRModel(blip2.float(), HFTokenizer(tokenizer), freeze_vision=freeze_vision,
-                    backend="hf-blip2", source=name)
-
-def _is_checkpoint(name: str) -> bool:
-    path = Path(name).expanduser()
-    if not path.is_dir():
-        return False
-    if (path / "config.json").is_file():
-        with contextlib.suppress(ValueError, OSError):
-            return json.loads((path / "config.json").read_text()).get("format") == CHECKPOINT_FORMAT
-        return True  # unreadable config.json: let load_checkpoint name the problem
-    return (path / "model.safetensors").is_file() or (path / "train_state.pt").is_file()
-
-register_backend(Backend("checkpoint", _is_checkpoint,
-                         lambda name, freeze: load_checkpoint(name, "cpu", freeze_vision=freeze).model))
-register_backend(Backend("tiny", lambda name: name == "tiny",
-                         lambda name, freeze: build_tiny(freeze_vision=freeze)))
-register_backend(Backend("hf-blip2", lambda name: True, _load_hf_blip2))
-
-# -- checkpoints (qurelib.checkpoint; re-exported here) ------------------------------------------
-from qurelib.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
-
-__all__ = ["CIRModel", "ModelLoadError", "load_model", "build_tiny", "register_backend", "Backend", "resolve_device",
-           "Checkpoint", "load_checkpoint", "save_checkpoint"]

@@ -1,6 +1,6 @@
 """Preference metrics: HP-FashionIQ's rates (paper Eqs. 8-9, Table 4) and the simulated judge of
 this study (an oracle with graded relevance, for datasets whose positives are all known).
-Re-exported by qurelib.metrics, whose conventions (ties, NaN checks) apply here too.
+The conventions of qurelib.metrics.retrieval (ties, NaN checks) apply here too.
 """
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-Tensorish = torch.Tensor | np.ndarray | Sequence  # as in qurelib.metrics
+from qurelib.metrics.checks import Tensorish, as_scores, gain_matrix, top_columns
+
 
 def _set_score(x: Tensorish) -> torch.Tensor:
     """(M,) set scores from (M,) scores or (M, 5) per-image scores (Eq. 8: mean over the set)."""
@@ -77,11 +77,11 @@ def simulated_hp_items(scores_a: Tensorish, scores_b: Tensorish, relevance: Tens
     Returns {"query": (M,), "set_1": (M, k), "set_2": (M, k), "preferred": (M,) in {1, 2},
     "n_indifferent": int}.
     """
-    a, b = _m._as_scores(scores_a), _m._as_scores(scores_b)
-    rel = _m._gain_matrix(relevance, *a.shape)
+    a, b = as_scores(scores_a), as_scores(scores_b)
+    rel = gain_matrix(relevance, *a.shape)
     if b.shape != a.shape:
         raise ValueError(f"scores_a {tuple(a.shape)} and scores_b {tuple(b.shape)} differ in shape")
-    set_1, set_2 = _m._top_columns(a, k), _m._top_columns(b, k)  # (Q, k)
+    set_1, set_2 = top_columns(a, k), top_columns(b, k)  # (Q, k)
     m1, m2 = rel.gather(1, set_1).mean(dim=1), rel.gather(1, set_2).mean(dim=1)  # (Q,)
     judged = (m1 != m2).nonzero().flatten()
     preferred = torch.where(m1[judged] > m2[judged], 1, 2)
@@ -106,4 +106,3 @@ def simulated_preference_rate(scores_a: Tensorish, scores_b: Tensorish, relevanc
 
 # At the bottom: qurelib.metrics re-exports this module from its own last lines, so either module
 # may be imported first.
-from qurelib import metrics as _m  # noqa: E402

@@ -13,6 +13,9 @@ import time
 
 import torch
 
+from qurelib.model import load_model
+from qurelib.qure import bradley_terry_loss
+
 
 def _timed(fn, steps: int, warmup: int) -> float:
     """Calls per second of `fn` after `warmup` untimed calls."""
@@ -32,9 +35,6 @@ def bench_model(model=None, *, batch_size: int = 32, steps: int = 10, warmup: in
     model: a CIRModel (default: a fresh `load_model("tiny")`, vision frozen); it is left in eval mode
     and its weights are changed by the optimizer steps (pass a throw-away copy).
     """
-    from qurelib.model import load_model
-    from qurelib.qure import bradley_terry_loss
-
     model = load_model("tiny", device=device) if model is None else model
     g = torch.Generator().manual_seed(seed)
     size = model.image_size
@@ -90,6 +90,4 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
 
 
 if __name__ == "__main__":
-    import json
-
-    print(json.dumps(bench_model(), indent=1))
+    print(bench_model())

@@ -1,15 +1,10 @@
-"""`make bench`: side-by-side timings of qurelib's fast paths against the naive ways.
-
-    python -m qurelib.bench [--quick] [--device cpu|cuda] [--only mining,scoring,model,train]
-
-Every comparison runs both sides in this process, on the same inputs, and checks that they
-agree before it reports a ratio. Timings are wall-clock medians of a few repeats.
+"""Benchmarks of the kernels: batched mining against the released code's loop, chunked scoring
+against the naive (Q, N, T) product. Both sides run in this process on the same inputs and must
+agree before a ratio is reported; timings are wall-clock medians of a few repeats.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -141,77 +136,3 @@ def bench_scoring_cuda(nq: int, nc: int, t: int = 32, d: int = 256) -> list[dict
     peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     return [{"bench": f"scoring {nq} x {nc} x {t} x {d} (CUDA fp16)", "chunked s": round(dt, 3),
              "peak MB incl. output": round(peak), "output MB": round(nq * nc * 4 / 2**20)}]
-
-
-def bench_training(quick: bool = False, device: str = "cpu") -> list[dict]:
-    """`make bench` rows: image-cache time, training queries/s and time per re-mining on
-    Fashion-Shapes (smoke if quick, else default) with the tiny model, 2 epochs, one re-mining."""
-    import tempfile
-
-    from qurelib.data.synthetic import load_fashion_shapes, make_fashion_shapes
-    from qurelib.evaluate import build_image_cache
-    from qurelib.model import load_model
-    from qurelib.paths import generated_data_dir
-    from qurelib.train import profile_config, train
-
-    profile = "smoke" if quick else "default"
-    splits = load_fashion_shapes(make_fashion_shapes(generated_data_dir(profile), profile), "train")
-    model = load_model("tiny", device=device)
-    t0 = time.perf_counter()
-    cache = build_image_cache(model, splits.values(), progress=False)
-    cache_s = time.perf_counter() - t0
-    config = profile_config(profile, epochs=2, n_def=2, device=device, progress=False)
-    with tempfile.TemporaryDirectory() as run_dir:
-        history = train(model, splits, config, run_dir, image_cache=cache)
-    return [{"bench": "train", "profile": profile, "device": device, "threads": torch.get_num_threads(),
-             "queries": sum(len(s.queries) for s in splits.values()), "images": len(cache.row),
-             "image_cache_s": round(cache_s, 2),
-             "queries_per_s": round(sum(r["queries_per_s"] for r in history) / len(history), 1),
-             "remining_s": round(history[1]["mining_s"], 2)}]
-
-
-def _print_table(rows: list[dict]) -> None:
-    for row in rows:
-        print(" | ".join(f"{k}: {v}" for k, v in row.items()), flush=True)
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run of the benchmark itself)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", default="mining,scoring,model,train")
-    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    args = ap.parse_args(argv)
-    parts = set(args.only.split(","))
-    rows: list[dict] = []
-    if "mining" in parts:
-        sizes = {"FashionIQ-like": (600, 600), "CIRR-like": (200, 1700)} if args.quick else \
-            {"FashionIQ-like": (6000, 6000), "CIRR-like": (2000, 17000)}
-        rows += bench_mining(sizes, args.device)
-        _print_table(rows[-len(sizes):])
-    if "scoring" in parts:
-        new = bench_scoring(200, 500) if args.quick else bench_scoring(2000, 4000)
-        if args.device == "cuda":
-            new += bench_scoring_cuda(28225, 16939)
-        rows += new
-        _print_table(new)
-    if "model" in parts:
-        try:
-            from qurelib import bench_model
-        except ImportError:
-            bench_model = None
-        if bench_model is not None:
-            new = bench_model.run(quick=args.quick, device=args.device)
-            rows += new
-            _print_table(new)
-    if "train" in parts:
-        new = bench_training(quick=args.quick, device=args.device)
-        rows += new
-        _print_table(new)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-
-
-if __name__ == "__main__":
-    main()

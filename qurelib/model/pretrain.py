@@ -30,7 +30,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from qurelib.model import CIRModel, ModelLoadError, build_tiny, load_checkpoint, resolve_device, save_checkpoint
+from tqdm.auto import tqdm
+
+from qurelib.data.synthetic import describe, load_fashion_shapes
+from qurelib.model.checkpoint import load_checkpoint, save_checkpoint
+from qurelib.model.modeling import CIRModel, ModelLoadError, build_tiny, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,6 @@ DEFAULTS = dict(epochs=15, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_fr
 
 def load_described_images(data_root, split: str, model: CIRModel):
     """All images of a Fashion-Shapes split -> (pixels (N,3,S,S), descriptions list[str], records list[dict])."""
-    from qurelib.data.synthetic import describe, load_fashion_shapes
-
     pixels, texts, records = [], [], []
     for category, cir in load_fashion_shapes(data_root, split).items():
         for image_id in cir.corpus_ids:
@@ -107,8 +109,6 @@ def _settings(data_root: Path, **kwargs) -> dict:
 def _train(model: CIRModel, pixels, texts, *, epochs, batch_size, lr, weight_decay, warmup_frac,
            seed, progress) -> list[float]:
     """The contrastive loop; returns the per-epoch mean losses."""
-    from tqdm.auto import tqdm
-
     distinct = sorted(set(texts))
     tokens = model.tokenize(distinct)                                               # (U, L) all texts
     index = {t: i for i, t in enumerate(distinct)}

@@ -19,7 +19,7 @@ Conventions shared by every function here:
 
 Paper mapping: `recall_at_k` / `fashioniq_metrics` (Table 2), `cirr_metrics` / `cirr_submission`
 (Table 3), `circo_map_at_k` / `circo_submission` (Table 5), `preference_rate` /
-`preference_report` (Eqs. 8-9, Table 4; in qurelib.metrics_preference, re-exported here). The
+`preference_report` (Eqs. 8-9, Table 4; in qurelib.metrics.preference). The
 all-positives metrics (`precision_at_k`, `positive_recall_at_k`, `ndcg_at_k`,
 `first_false_negative_rank`, `simulated_preference_rate`) are this study's additions for
 datasets whose positives are all known (Fashion-Shapes).
@@ -33,50 +33,10 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-Tensorish = torch.Tensor | np.ndarray | Sequence
+from qurelib.metrics.checks import Tensorish, as_index, as_positives, as_scores, gain_matrix, pct, top_columns
 
 
 # ----------------------------------------------------------------------------- validation
-def _as_scores(scores: Tensorish) -> torch.Tensor:
-    """(Q, N) float64 tensor; raises ValueError naming the first query with a NaN score."""
-    s = torch.as_tensor(scores).detach().to("cpu", torch.float64)
-    if s.dim() != 2:
-        raise ValueError(f"scores must be (Q, N), got shape {tuple(s.shape)}")
-    bad = torch.isnan(s).any(dim=1).nonzero().flatten()
-    if len(bad):
-        raise ValueError(f"scores of query {int(bad[0])} contain NaN ({len(bad)} queries affected)")
-    return s
-
-
-def _as_index(idx: Tensorish, q: int, n: int, what: str, allow_missing: bool = True) -> torch.Tensor:
-    """(Q,) long tensor of columns in [0, n), or -1 where missing; else ValueError naming the query."""
-    t = torch.as_tensor(idx).detach().to("cpu").long().flatten()
-    if len(t) != q:
-        raise ValueError(f"{what} has {len(t)} entries but scores have {q} queries")
-    low = -1 if allow_missing else 0
-    bad = ((t < low) | (t >= n)).nonzero().flatten()
-    if len(bad):
-        i = int(bad[0])
-        raise ValueError(f"{what} of query {i} is {int(t[i])}, outside the corpus [0, {n})"
-                         + (" (-1 marks a missing one)" if allow_missing else ""))
-    return t
-
-
-def _as_positives(positives: Sequence[Sequence[int]], q: int, n: int) -> list[torch.Tensor]:
-    """One unique long tensor of positive columns per query; out-of-range raises ValueError."""
-    if len(positives) != q:
-        raise ValueError(f"positives has {len(positives)} lists but scores have {q} queries")
-    out = []
-    for i, pos in enumerate(positives):
-        p = torch.as_tensor(list(pos), dtype=torch.long).unique()
-        if len(p) and (p.min() < 0 or p.max() >= n):
-            raise ValueError(f"positives of query {i} hold an index outside the corpus [0, {n})")
-        out.append(p)
-    return out
-
-
-def _pct(hits: torch.Tensor) -> float:
-    return float(hits.double().mean() * 100.0)
 
 
 # ----------------------------------------------------------------------------- ranks and recall
@@ -85,8 +45,8 @@ def mask_columns(scores: Tensorish, column_idx: Tensorish) -> torch.Tensor:
 
     scores: (Q, N); column_idx: (Q,) long. Returns a new (Q, N) float64 tensor.
     """
-    s = _as_scores(scores).clone()
-    col = _as_index(column_idx, s.shape[0], s.shape[1], "column_idx")
+    s = as_scores(scores).clone()
+    col = as_index(column_idx, s.shape[0], s.shape[1], "column_idx")
     rows = (col >= 0).nonzero().flatten()
     s[rows, col[rows]] = -math.inf
     return s
@@ -97,8 +57,8 @@ def target_ranks(scores: Tensorish, target_idx: Tensorish) -> torch.Tensor:
 
     scores: (Q, N); target_idx: (Q,) long with -1 for a missing target. Returns (Q,) long.
     """
-    s = _as_scores(scores)
-    t = _as_index(target_idx, *s.shape, "target_idx")
+    s = as_scores(scores)
+    t = as_index(target_idx, *s.shape, "target_idx")
     has = t >= 0
     target_score = s.gather(1, t.clamp(min=0)[:, None])  # (Q, 1)
     ranks = (s > target_score).sum(dim=1)  # (Q,)
@@ -115,7 +75,7 @@ def recall_at_k(scores: Tensorish, target_idx: Tensorish, ks: Sequence[int] = (1
     ranks = ranks[ranks >= 0]
     if len(ranks) == 0:
         raise ValueError("recall_at_k: no query has a target (all target_idx are -1)")
-    return {int(k): _pct(ranks < k) for k in ks}
+    return {int(k): pct(ranks < k) for k in ks}
 
 
 def fashioniq_metrics(per_category: Mapping[str, Mapping]) -> dict:
@@ -174,8 +134,8 @@ def cirr_metrics(scores: Tensorish, target_idx: Tensorish, reference_idx: Tensor
     """
     s = mask_columns(scores, reference_idx)
     q, n = s.shape
-    t = _as_index(target_idx, q, n, "target_idx")
-    ref = _as_index(reference_idx, q, n, "reference_idx")
+    t = as_index(target_idx, q, n, "target_idx")
+    ref = as_index(reference_idx, q, n, "reference_idx")
     g = _check_groups(group_idx, q, n)
     same = ((t == ref) & (t >= 0)).nonzero().flatten()
     if len(same):
@@ -190,15 +150,9 @@ def cirr_metrics(scores: Tensorish, target_idx: Tensorish, reference_idx: Tensor
         raise ValueError(f"cirr_metrics: the target of query {i} is not among its img_set members")
     target_score = s.gather(1, t[:, None])  # (Q', 1)
     sub_ranks = ((s > target_score) & mask).sum(dim=1)  # (Q',)
-    out.update({f"Rs@{k}": _pct(sub_ranks < k) for k in (1, 2, 3)})
+    out.update({f"Rs@{k}": pct(sub_ranks < k) for k in (1, 2, 3)})
     out["avg"] = (out["R@5"] + out["Rs@1"]) / 2.0
     return out
-
-
-def _top_columns(s: torch.Tensor, k: int) -> torch.Tensor:
-    """(Q, min(k, N)) columns by descending score, ties broken by lower column (stable sort)."""
-    order = torch.sort(s, dim=1, descending=True, stable=True).indices
-    return order[:, :k]
 
 
 def cirr_submission(scores: Tensorish, pair_ids: Sequence, corpus_ids: Sequence[str],
@@ -215,10 +169,10 @@ def cirr_submission(scores: Tensorish, pair_ids: Sequence, corpus_ids: Sequence[
     if len(pair_ids) != q or len(corpus_ids) != n:
         raise ValueError(f"cirr_submission: {len(pair_ids)} pair_ids / {len(corpus_ids)} corpus_ids "
                          f"for scores of shape {(q, n)}")
-    ref = _as_index(reference_idx, q, n, "reference_idx")
+    ref = as_index(reference_idx, q, n, "reference_idx")
     mask = _subset_mask(n, _check_groups(group_idx, q, n), ref)
-    top50 = _top_columns(s, 50)
-    top3 = _top_columns(s.masked_fill(~mask, -math.inf), 3)
+    top50 = top_columns(s, 50)
+    top3 = top_columns(s.masked_fill(~mask, -math.inf), 3)
     recall = {"version": "rc2", "metric": "recall"}
     subset = {"version": "rc2", "metric": "recall_subset"}
     for i, pid in enumerate(pair_ids):
@@ -250,8 +204,8 @@ def circo_map_at_k(scores: Tensorish, positives: Sequence[Sequence[int]],
     AP@K = sum_{i<=K} P@i * rel_i / min(K, |GT|), averaged over queries that have ground truths.
     scores: (Q, N); positives: Q lists of corpus columns (all ground truths, target included).
     """
-    s = _as_scores(scores)
-    pos = _as_positives(positives, *s.shape)
+    s = as_scores(scores)
+    pos = as_positives(positives, *s.shape)
     aps = {int(k): [] for k in ks}
     for i, p in enumerate(pos):
         if len(p) == 0:
@@ -271,18 +225,18 @@ def circo_submission(scores: Tensorish, query_ids: Sequence, corpus_ids: Sequenc
 
     scores: (Q, N), with any column to leave out already at -inf (see `mask_columns`).
     """
-    s = _as_scores(scores)
+    s = as_scores(scores)
     if len(query_ids) != s.shape[0] or len(corpus_ids) != s.shape[1]:
         raise ValueError(f"circo_submission: {len(query_ids)} query_ids / {len(corpus_ids)} corpus_ids "
                          f"for scores of shape {tuple(s.shape)}")
-    top = _top_columns(s, k)
+    top = top_columns(s, k)
     return {str(qid): [corpus_ids[c] for c in top[i].tolist() if s[i, c] > -math.inf]
             for i, qid in enumerate(query_ids)}
 
 
 def _positive_hits(scores: Tensorish, positives, ks) -> tuple[list[torch.Tensor], list[int]]:
-    s = _as_scores(scores)
-    pos = _as_positives(positives, *s.shape)
+    s = as_scores(scores)
+    pos = as_positives(positives, *s.shape)
     keep = [i for i, p in enumerate(pos) if len(p)]
     if not keep:
         raise ValueError("no query has positives")
@@ -308,19 +262,6 @@ def positive_recall_at_k(scores: Tensorish, positives: Sequence[Sequence[int]],
             for k in ks}
 
 
-def _gain_matrix(gains: Tensorish | Callable[[int], Tensorish], q: int, n: int) -> torch.Tensor:
-    if callable(gains):
-        g = torch.stack([torch.as_tensor(gains(i)).to(torch.float64).flatten() for i in range(q)])
-    else:
-        g = torch.as_tensor(gains).detach().to("cpu", torch.float64)
-    if g.shape != (q, n):
-        raise ValueError(f"gains must be (Q, N) = {(q, n)}, got {tuple(g.shape)}")
-    bad = (~torch.isfinite(g) | (g < 0)).any(dim=1).nonzero().flatten()
-    if len(bad):
-        raise ValueError(f"gains of query {int(bad[0])} must be finite and >= 0")
-    return g
-
-
 def ndcg_at_k(scores: Tensorish, gains: Tensorish | Callable[[int], Tensorish],
               ks: Sequence[int] = (5, 10, 50)) -> dict[int, float]:
     """nDCG@K in percent with graded relevance and linear gain: DCG = sum_i g_i / log2(i + 1).
@@ -329,8 +270,8 @@ def ndcg_at_k(scores: Tensorish, gains: Tensorish | Callable[[int], Tensorish],
     `synthetic.graded_relevance`). Ties in score are broken toward the higher gain (the same
     optimistic rule as `target_ranks`). Queries whose gains are all zero are left out.
     """
-    s = _as_scores(scores)
-    g = _gain_matrix(gains, *s.shape)
+    s = as_scores(scores)
+    g = gain_matrix(gains, *s.shape)
     by_gain = torch.sort(g, dim=1, descending=True, stable=True).indices  # (Q, N)
     by_score = torch.sort(s.gather(1, by_gain), dim=1, descending=True, stable=True).indices
     ranked = g.gather(1, by_gain.gather(1, by_score))  # (Q, N) gains in ranking order
@@ -357,9 +298,9 @@ def first_false_negative_rank(scores: Tensorish, target_idx: Tensorish,
     or no other positive; summaries over the queries that have both: "n", "mean_rank",
     "median_rank", "mean_relative", "above_target" (percent of them ranked above the target)}.
     """
-    s = _as_scores(scores)
-    t = _as_index(target_idx, *s.shape, "target_idx")
-    pos = _as_positives(positives, *s.shape)
+    s = as_scores(scores)
+    t = as_index(target_idx, *s.shape, "target_idx")
+    pos = as_positives(positives, *s.shape)
     rank = torch.full((s.shape[0],), math.nan, dtype=torch.float64)
     for i, p in enumerate(pos):
         p = p[p != t[i]]
@@ -374,16 +315,9 @@ def first_false_negative_rank(scores: Tensorish, target_idx: Tensorish,
                "above_target": math.nan}
     if n:
         summary.update(mean_rank=float(rank[ok].mean()), median_rank=float(rank[ok].median()),
-                       mean_relative=float(relative[ok].mean()), above_target=_pct(relative[ok] < 0))
+                       mean_relative=float(relative[ok].mean()), above_target=pct(relative[ok] < 0))
     return {"rank": rank, "target_rank": target_rank, "relative": relative, **summary}
 
 
 # ----------------------------------------------------------------------------- preference (HP-FashionIQ)
 # In qurelib.metrics_preference; re-exported so every metric is reachable as metrics.<name>.
-from qurelib.metrics_preference import (preference_rate, preference_report,  # noqa: E402
-                                        simulated_hp_items, simulated_preference_rate)
-
-__all__ = ["mask_columns", "target_ranks", "recall_at_k", "fashioniq_metrics", "cirr_metrics", "cirr_submission",
-           "circo_map_at_k", "circo_submission", "precision_at_k", "positive_recall_at_k", "ndcg_at_k",
-           "first_false_negative_rank", "preference_rate", "preference_report", "simulated_hp_items",
-           "simulated_preference_rate"]

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 _LAVIS_PUNCT = re.compile(r"([.!\"()*#:;~])")
@@ -125,8 +126,6 @@ def tokenizer_from_config(config: dict, directory: Path | None = None):
     if config.get("kind") == "word":
         return WordTokenizer(config["vocabulary"])
     if config.get("kind") == "hf":
-        from transformers import AutoTokenizer
-
         path = Path(directory) / config["path"]
         return HFTokenizer(AutoTokenizer.from_pretrained(str(path), local_files_only=True))
     raise ValueError(f"unknown tokenizer config {config!r}; expected kind 'word' or 'hf'")

@@ -1,6 +1,5 @@
 """Checkpoints of a CIRModel: safetensors weights + a JSON config (+ a training-state file),
-written atomically and verified by sha256 on load (split from qurelib.model, which re-exports
-`Checkpoint`, `save_checkpoint` and `load_checkpoint`).
+written atomically and verified by sha256 on load.
 
     <dir>/model.safetensors   the weights
     <dir>/config.json         format, BLIP-2 config, tokenizer, image size, temperature, `extra`,
@@ -19,13 +18,18 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from safetensors.torch import load_file, save_file
+from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
-from qurelib.tokenizer import tokenizer_from_config
+from qurelib.model.modeling import CIRModel, ModelLoadError, resolve_device
+from qurelib.model.tokenizer import tokenizer_from_config
 
+CHECKPOINT_FORMAT = "qurelib-cir-checkpoint"
+CHECKPOINT_FILES = {"config.json", "model.safetensors", "train_state.pt", "tokenizer"}
 
 
 class Checkpoint(NamedTuple):
-    model: "_m.CIRModel"
+    model: CIRModel
     extra: dict
     state: Any
 
@@ -38,7 +42,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(model: "_m.CIRModel", directory: str | os.PathLike, extra: dict | None = None,
+def save_checkpoint(model: CIRModel, directory: str | os.PathLike, extra: dict | None = None,
                     state: Any = None) -> Path:
     """Write model.safetensors + config.json (+ train_state.pt) to `directory`, atomically.
 
@@ -46,10 +50,8 @@ def save_checkpoint(model: "_m.CIRModel", directory: str | os.PathLike, extra: d
     interrupted save leaves either the old checkpoint or none, never a half-written one.
     `extra` must be JSON-able; `state` is anything torch.save accepts (optimizer, RNG states, ...).
     """
-    from safetensors.torch import save_file
-
     directory = Path(directory)
-    foreign = sorted(p.name for p in directory.iterdir() if p.name not in _m.CHECKPOINT_FILES) \
+    foreign = sorted(p.name for p in directory.iterdir() if p.name not in CHECKPOINT_FILES) \
         if directory.is_dir() else []
     if foreign:  # never delete a folder that is not a checkpoint (e.g. a run dir passed by mistake)
         raise FileExistsError(f"save_checkpoint: {directory} exists and holds {foreign[:3]}, which a "
@@ -68,7 +70,7 @@ def save_checkpoint(model: "_m.CIRModel", directory: str | os.PathLike, extra: d
         if state is not None:
             torch.save(state, tmp / "train_state.pt")
         config = {
-            "format": _m.CHECKPOINT_FORMAT, "version": 1, "backend": model.backend, "source": model.source,
+            "format": CHECKPOINT_FORMAT, "version": 1, "backend": model.backend, "source": model.source,
             "blip2_config": model.blip2.config.to_dict(), "tokenizer": model.tokenizer.to_config(),
             "image_size": model.image_size, "temperature": model.temperature.item(),
             "vision_frozen": model.vision_frozen, "extra": json.loads(extra_json),
@@ -93,9 +95,9 @@ def save_checkpoint(model: "_m.CIRModel", directory: str | os.PathLike, extra: d
 def _checked_file(directory: Path, name: str, digest: str | None) -> Path:
     path = directory / name
     if not path.is_file():
-        raise _m.ModelLoadError(f"load_checkpoint: {path} is missing (partial or interrupted save?)")
+        raise ModelLoadError(f"load_checkpoint: {path} is missing (partial or interrupted save?)")
     if digest is not None and _sha256(path) != digest:
-        raise _m.ModelLoadError(f"load_checkpoint: {path} is corrupt (sha256 differs from config.json)")
+        raise ModelLoadError(f"load_checkpoint: {path} is corrupt (sha256 differs from config.json)")
     return path
 
 
@@ -105,47 +107,39 @@ def load_checkpoint(directory: str | os.PathLike, device: str = "auto", *,
 
     freeze_vision: None keeps the frozen/unfrozen setting the model was saved with.
     """
-    from safetensors.torch import load_file
-    from transformers import Blip2Config, Blip2ForImageTextRetrieval
-
     directory = Path(directory).expanduser()
     if not directory.is_dir():
-        raise _m.ModelLoadError(f"load_checkpoint: no checkpoint directory {directory}")
+        raise ModelLoadError(f"load_checkpoint: no checkpoint directory {directory}")
     config_path = directory / "config.json"
     if not config_path.is_file():
-        raise _m.ModelLoadError(f"load_checkpoint: {config_path} is missing (partial or interrupted save?)")
+        raise ModelLoadError(f"load_checkpoint: {config_path} is missing (partial or interrupted save?)")
     try:
         config = json.loads(config_path.read_text())
-        if config.get("format") != _m.CHECKPOINT_FORMAT:
-            raise ValueError(f"'format' is {config.get('format')!r}, expected {_m.CHECKPOINT_FORMAT!r}")
+        if config.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"'format' is {config.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
         files = config["files"]
         blip2_config = Blip2Config.from_dict(config["blip2_config"])
         tokenizer = tokenizer_from_config(config["tokenizer"], directory)
     except (ValueError, KeyError, TypeError, OSError) as error:
-        raise _m.ModelLoadError(f"load_checkpoint: {config_path} is unreadable: {error}") from None
+        raise ModelLoadError(f"load_checkpoint: {config_path} is unreadable: {error}") from None
     weights_path = _checked_file(directory, "model.safetensors", files.get("model.safetensors"))
     try:
         weights = load_file(str(weights_path))
     except Exception as error:  # safetensors raises its own error types on truncated headers
-        raise _m.ModelLoadError(f"load_checkpoint: {weights_path} is unreadable: {error}") from None
+        raise ModelLoadError(f"load_checkpoint: {weights_path} is unreadable: {error}") from None
     with torch.random.fork_rng(devices=[]):
         blip2 = Blip2ForImageTextRetrieval(blip2_config)
     frozen = config.get("vision_frozen", True) if freeze_vision is None else freeze_vision
-    model = _m.CIRModel(blip2, tokenizer, freeze_vision=frozen, backend=config.get("backend", "tiny"),
+    model = CIRModel(blip2, tokenizer, freeze_vision=frozen, backend=config.get("backend", "tiny"),
                      source=config.get("source", str(directory)))
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:
-        raise _m.ModelLoadError(f"load_checkpoint: {weights_path} does not match config.json: "
+        raise ModelLoadError(f"load_checkpoint: {weights_path} does not match config.json: "
                              f"{str(error).splitlines()[0]}") from None
     state = None
     if files.get("train_state.pt") is not None:
         state_path = _checked_file(directory, "train_state.pt", files["train_state.pt"])
         state = torch.load(state_path, map_location="cpu", weights_only=False)
     model.eval()
-    return Checkpoint(model.to(_m.resolve_device(device)), config.get("extra", {}), state)
-
-
-# At the bottom: qurelib.model re-exports this module's names from its own last line, so either
-# module may be imported first.
-from qurelib import model as _m  # noqa: E402
+    return Checkpoint(model.to(resolve_device(device)), config.get("extra", {}), state)

@@ -6,12 +6,14 @@ under the Agg backend, in papermill runs and in tests.
 
 from __future__ import annotations
 
+import csv
 import textwrap
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from qurelib import paths
 from qurelib.data.schema import CIRSplit
 
 _ROLE_COLOURS = {"reference": "#555555", "target": "#1a9850", "positive": "#4575b4"}
@@ -77,15 +79,11 @@ def plot_triplets(split: CIRSplit, n: int = 4, seed: int = 0, max_positives: int
 
 
 # --- saving -----------------------------------------------------------------------------------
-def save_figure(fig: Figure, table: list[dict] | None, profile: str, number: int, slug: str) -> "Path":
+def save_figure(fig: Figure, table: list[dict] | None, profile: str, number: int, slug: str) -> Path:
     """Write `figures/<profile>/figNN_<slug>.png` and, when given, the plotted numbers as `.csv`.
 
     Returns the PNG path. Paths come from qurelib.paths, never from the working directory.
     """
-    import csv
-
-    from qurelib import paths
-
     out = paths.FIGURES_DIR / profile
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"fig{number:02d}_{slug}.png"

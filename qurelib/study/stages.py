@@ -1,0 +1,262 @@
+"""The study's stages 00-03 as library calls, so every notebook stays a few thin cells (STYLE rule 3).
+
+    00_make_data            prepare_data, load_splits, data_summary
+    01_warmup               backbone (tiny: pretrain first, cached), image_cache, run_warmup
+    02_mine_negatives       split_scores, mining_audit (every strategy on the warm-up model's scores)
+    03_preference_finetune  run_finetune (a fork of the warm-up), run_baseline (InfoNCE)
+
+Stage 04 and the ablation summary are in `qurelib.study.report`, the explorer (05) in
+`qurelib.study.explore`. Everything a stage writes lives under `runs/<profile>/`:
+
+    data.json  pretrained/  image_cache.pt  warmup/  <run_name>/  info_nce/  results.{json,md}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from qurelib import audit
+from qurelib.data import load_cirr, load_fashion_shapes, load_fashioniq
+from qurelib.data.schema import CIRSplit, DatasetError
+from qurelib.data.synthetic import make_fashion_shapes
+from qurelib.encode import ImageCache, build_image_cache, score_split, split_image_ids
+from qurelib.files import save_torch_atomic, write_json_atomic
+from qurelib.model import load_model
+from qurelib.model.pretrain import pretrain_tiny
+from qurelib.study.config import StudyConfig
+from qurelib.study.tables import Table
+from qurelib.train import CHECKPOINT, TrainConfig, config_differences, read_history, train
+
+WARMUP_RUN = "warmup"           # runs/<profile>/warmup: the warm-up every fork starts from
+BASELINE_RUN = "info_nce"       # runs/<profile>/info_nce: the contrastive baseline
+
+
+# --- 00: data -----------------------------------------------------------------------------------
+def prepare_data(cfg: StudyConfig) -> Path:
+    """Generate Fashion-Shapes if needed (real datasets must exist); record it in data.json."""
+    if cfg.dataset == "fashion-shapes":
+        root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed)
+    else:
+        root = cfg.root
+        if not root.is_dir():
+            raise DatasetError(f"data_root {root} does not exist (dataset {cfg.dataset!r}); "
+                               f"see README.md, section 'Datasets'")
+    write_json_atomic(cfg.run_dir / "data.json", {"dataset": cfg.dataset, "root": str(root)})
+    return root
+
+
+def load_splits(cfg: StudyConfig, split: str) -> dict[str, CIRSplit]:
+    """{name: CIRSplit} of one split; each is ranked in its own corpus (FashionIQ: per category)."""
+    if cfg.dataset == "fashion-shapes":
+        return load_fashion_shapes(cfg.root, split)
+    if cfg.dataset == "fashioniq":
+        return load_fashioniq(cfg.root, split)
+    return {"cirr": load_cirr(cfg.root, "val" if split == "val" else split)}
+
+
+def data_summary(train: dict[str, CIRSplit], val: dict[str, CIRSplit]) -> Table:
+    """Counts per split: queries, corpus images, positives per query."""
+    rows = []
+    for part, splits in (("train", train), ("val", val)):
+        for name, s in splits.items():
+            pos = [len(q.positives) for q in s.queries if q.positives]
+            rows.append({"split": part, "name": name, "queries": len(s.queries), "corpus": len(s.corpus_ids),
+                         "positives/query": round(sum(pos) / len(pos), 2) if pos else "unknown",
+                         "min-max": f"{min(pos)}-{max(pos)}" if pos else ""})
+    return Table(rows)
+
+
+# --- 01: backbone, image cache, warm-up ---------------------------------------------------------
+def backbone(cfg: StudyConfig, progress: bool = True):
+    """The CIR starting point: the tiny preset pretrained on Fashion-Shapes train images (cached in
+    runs/<profile>/pretrained, shared by QuRe and every baseline), or real BLIP-2 weights.
+    Returns (model with a frozen vision tower, pretraining report or None)."""
+    if cfg.model_name != "tiny":
+        return load_model(cfg.model_name, device=cfg.device), None
+    return pretrain_tiny(cfg.root, cfg.run_dir / "pretrained", epochs=cfg.pretrain_epochs, seed=cfg.seed,
+                         device=cfg.device, progress=progress)
+
+
+def load_named_model(cfg: StudyConfig, name: str):
+    """A model of the study by name: "pretrained" (the backbone every run starts from),
+    "warmup_only" (the warm-up run) or the name of a run under runs/<profile>/."""
+    if name == "pretrained":
+        source = str(cfg.run_dir / "pretrained") if cfg.model_name == "tiny" else cfg.model_name
+        return load_model(source, device=cfg.device, freeze_vision=True)
+    return load_run(cfg, WARMUP_RUN if name == "warmup_only" else name)
+
+
+def load_run(cfg: StudyConfig, name: str):
+    """The model of a finished (or stopped) run: runs/<profile>/<name>/checkpoint."""
+    path = cfg.run_dir / name / CHECKPOINT
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist: run the stage that trains {name!r} first")
+    return load_model(str(path), device=cfg.device, freeze_vision=True)
+
+
+def _vision_fingerprint(model, ids: list[str]) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.blip2.vision_model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    h.update(json.dumps(ids).encode())
+    return h.hexdigest()
+
+
+def image_cache(cfg: StudyConfig, model, progress: bool = True) -> ImageCache:
+    """The frozen tower's features of every image of the train and val splits, built once per
+    profile and reused by every stage (runs/<profile>/image_cache.pt, keyed by the vision weights
+    and the image ids).
+
+    Only the tiny preset's cache goes to disk (~0.3 GB on the default profile); real BLIP-2
+    features (ViT-g: ~0.7 MB per image, tens of GB for FashionIQ) are rebuilt by each stage on
+    the GPU, which takes minutes, rather than written out.
+    """
+    splits = [*load_splits(cfg, "train").values(), *load_splits(cfg, "val").values()]
+    if cfg.model_name != "tiny":
+        return build_image_cache(model, splits, progress=progress)
+    ids = sorted({i for s in splits for i in split_image_ids(s)})
+    key = _vision_fingerprint(model, ids)
+    path = cfg.run_dir / "image_cache.pt"
+    if path.is_file():
+        saved = torch.load(path, map_location=model.device, weights_only=True)
+        if saved.get("key") == key:
+            return ImageCache({i: r for r, i in enumerate(saved["ids"])}, saved["embeds"])
+    cache = build_image_cache(model, splits, progress=progress)
+    save_torch_atomic(path, {"key": key, "ids": sorted(cache.row, key=cache.row.get), "embeds": cache.embeds.cpu()})
+    return cache
+
+
+def _set_aside_if_changed(run_dir: Path, config: TrainConfig) -> None:
+    """A stage rebuilt with other settings starts its run afresh: an existing run of a different
+    config moves to runs/<profile>/stale/<name>-<time>/ (kept, never deleted) with a warning."""
+    saved_path = run_dir / "config.json"
+    if not saved_path.is_file():
+        return
+    diff = config_differences(json.loads(saved_path.read_text()).get("train_config", {}), config)
+    if diff:
+        stale = run_dir.parent / "stale" / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(run_dir), stale)
+        warnings.warn(f"{run_dir.name}: settings changed ({'; '.join(diff)}); the old run moved to {stale}",
+                      stacklevel=3)
+
+
+def run_warmup(cfg: StudyConfig, model, train_splits, cache, progress: bool = True) -> list[dict]:
+    """Epochs [0, E // n_def) with random negatives and the Bradley-Terry loss, in runs/<p>/warmup."""
+    config = cfg.train_config(progress=progress)
+    _set_aside_if_changed(cfg.run_dir / WARMUP_RUN, config)
+    return train(model, train_splits, config, cfg.run_dir / WARMUP_RUN, image_cache=cache,
+                 stop_epoch=config.period)
+
+
+# --- 02: mining audit ---------------------------------------------------------------------------
+def split_scores(model, splits: dict[str, CIRSplit], cache, progress: bool = True) -> dict[str, torch.Tensor]:
+    """{name: (Q, N) scores} of every split against its own corpus, with the current model."""
+    return {name: score_split(model, s, cache, progress=progress) for name, s in splits.items()}
+
+
+def mine_all(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit], spec: str, *, k: int, ratio: float,
+             consecutive_threshold: int, exclude_reference: bool = False) -> dict:
+    """{name: HardNegativeSets} of one audit spec ("drops/released", "top_k", ...) per split."""
+    return {name: audit.mine_spec(scores[name], s.target_indices(), spec, k=k, ratio=ratio,
+                                  consecutive_threshold=consecutive_threshold,
+                                  exclude=s.reference_indices() if exclude_reference else None)
+            for name, s in splits.items()}
+
+
+def mining_audit(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit], *, k: int, ratio: float,
+                 consecutive_threshold: int, exclude_reference: bool) -> tuple[Table, dict]:
+    """Every strategy's sets on the same scores, with their false-negative rate (the teaching table).
+
+    Returns the table (one row per strategy, pooled over splits, query-weighted) and
+    {spec: {name: sets}}.
+    """
+    rows, all_sets = [], {}
+    weights = {n: len(s.queries) for n, s in splits.items()}
+    for spec in audit.AUDIT:
+        all_sets[spec] = mine_all(scores, splits, spec, k=k, ratio=ratio, consecutive_threshold=consecutive_threshold,
+                                  exclude_reference=exclude_reference)
+        stats = {n: audit.hard_negative_stats(sets, splits[n].positive_indices() or None)
+                 for n, sets in all_sets[spec].items()}
+        pooled = audit.pool(stats, weights)
+        rows.append({"strategy": spec, "mean |H|": round(pooled["size_mean"], 1),
+                     "fallbacks": sum(s["fallbacks"] for s in stats.values()),
+                     "false-negative rate %": round(pooled.get("fn_rate", float("nan")), 2),
+                     "queries with a FN %": round(pooled.get("queries_with_fn", float("nan")), 1)})
+    return Table(rows), all_sets
+
+
+def curve_queries(split: CIRSplit, n: int) -> list[int]:
+    """n queries spread over the split, preferring ones with several positives (false negatives)."""
+    rich = [i for i, q in enumerate(split.queries) if len(q.positives) >= 3] or list(range(len(split.queries)))
+    step = max(1, len(rich) // max(n, 1))
+    return rich[::step][:n]
+
+
+def pooled_sizes(sets: dict) -> dict:
+    """{spec: (Q,) |H| of every query over all splits} from mining_audit's sets."""
+    return {spec: torch.cat([s.sizes for s in per_split.values()]).numpy() for spec, per_split in sets.items()}
+
+
+# --- 03: fine-tuning ----------------------------------------------------------------------------
+def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str, strategy: str, rule: str,
+                 consecutive_threshold: int, k: int, ratio: float, exclude_reference: bool, audit_k: int,
+                 audit_ratio: float, val_splits=None, eval_every: int = 1, progress: bool = True) -> list[dict]:
+    """The remaining epochs of a run forked from the warm-up: re-mining every E // n_def epochs
+    with `strategy` and the Bradley-Terry loss. k = 0 means no cap. At every re-mining the sets
+    every strategy in `audit.AUDIT` would mine from the same scores are audited too (top-k: audit_k)."""
+    config = cfg.train_config(strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
+                              k=k or None, ratio=ratio if strategy == "percent_of_positive" else None,
+                              exclude_reference=exclude_reference,
+                              eval_every=eval_every if val_splits else 0, audit=audit.AUDIT, audit_k=audit_k,
+                              audit_ratio=audit_ratio, progress=progress)
+    _set_aside_if_changed(cfg.run_dir / run_name, config)
+    return train(model, train_splits, config, cfg.run_dir / run_name, image_cache=cache, val_splits=val_splits,
+                 init_from=cfg.run_dir / WARMUP_RUN)
+
+
+def run_baseline(cfg: StudyConfig, train_splits, cache, *, val_splits=None, eval_every: int = 1,
+                 progress: bool = True) -> list[dict]:
+    """The in-batch InfoNCE baseline (CLIP4Cir / SPRC style) from the same pretrained backbone as
+    every other run (`load_named_model(cfg, "pretrained")`), same epochs, schedule and data, in
+    runs/<profile>/info_nce."""
+    model = load_named_model(cfg, "pretrained")
+    config = cfg.train_config(loss="info_nce", eval_every=eval_every if val_splits else 0, progress=progress)
+    _set_aside_if_changed(cfg.run_dir / BASELINE_RUN, config)
+    return train(model, train_splits, config, cfg.run_dir / BASELINE_RUN, image_cache=cache, val_splits=val_splits)
+
+
+def history_table(history: list[dict]) -> Table:
+    """One row per epoch: loss, lr, temperature, negatives, and after a re-mining |H| and FN rate
+    (pooled over splits, query-weighted)."""
+    rows = []
+    for r in history:
+        row = {"epoch": r["epoch"], "negatives": r["negatives"], "loss": round(r["loss"], 4),
+               "temperature": round(r["temperature"], 4), "lr": f"{r['lr']:.2e}"}
+        if "mining" in r:
+            pooled = audit.pool_mining(r["mining"])
+            row["mean |H|"] = round(pooled["size_mean"], 1)
+            if "fn_rate" in pooled:
+                row["FN rate %"] = round(pooled["fn_rate"], 2)
+        if "val" in r and "avg" in r["val"]:
+            row["val avg"] = round(r["val"]["avg"], 2)
+        rows.append(row)
+    return Table(rows)
+
+
+def histories(cfg: StudyConfig, names) -> dict:
+    """{name: history} of the runs that exist under runs/<profile>/ (warmup_only = the warm-up)."""
+    out = {}
+    for name in names:
+        history = read_history(cfg.run_dir / (WARMUP_RUN if name == "warmup_only" else name))
+        if history:
+            out[name] = history
+    return out
