@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED := 1
 # Offline by default (tests never download); a GPU user with network may pass HF_HUB_OFFLINE=0.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv test test-unit lab reproduce ablation bench gpu-check clean-runs help
+.PHONY: venv test test-unit lab reproduce ablation bench gpu-check clean-runs help FORCE
 .DELETE_ON_ERROR:
 
 help:
@@ -47,7 +47,18 @@ reproduce: venv $(RUN)/05_explore.ipynb
 	@echo "done: executed notebooks and results in $(RUN)/, figures in figures/$(PROFILE)/"
 	@test ! -f $(RUN)/results.md || cat $(RUN)/results.md
 
-$(RUN)/00_make_data.ipynb: notebooks/00_make_data.ipynb params/$(PROFILE).yaml $(LIB) | venv
+# What the command line adds (DATA_ROOT, NB_ARGS) is an input of every stage: it is written to
+# $(RUN)/.args, rewritten (and so newer) only when it changes, and stage 00 depends on it.
+$(RUN)/.args: FORCE
+	@mkdir -p $(RUN)
+	@echo '$(PAPERMILL_ARGS)' | cmp -s - $@ || echo '$(PAPERMILL_ARGS)' > $@
+FORCE:
+
+# A stage runs through qurelib.study.runner: each notebook gets only the parameters it declares,
+# an unknown -p name is an error, and the output notebook appears only when every cell ran.
+STAGE = $(PY) -m qurelib.study.runner --chain notebooks --params params/$(PROFILE).yaml -p profile $(PROFILE) $(PAPERMILL_ARGS)
+
+$(RUN)/00_make_data.ipynb: notebooks/00_make_data.ipynb params/$(PROFILE).yaml $(RUN)/.args $(LIB) | venv
 $(RUN)/01_warmup.ipynb: $(RUN)/00_make_data.ipynb
 $(RUN)/02_mine_negatives.ipynb: $(RUN)/01_warmup.ipynb
 $(RUN)/03_preference_finetune.ipynb: $(RUN)/02_mine_negatives.ipynb
@@ -55,8 +66,7 @@ $(RUN)/04_evaluate.ipynb: $(RUN)/03_preference_finetune.ipynb
 $(RUN)/05_explore.ipynb: $(RUN)/04_evaluate.ipynb
 
 $(RUN)/%.ipynb: notebooks/%.ipynb params/$(PROFILE).yaml | venv
-	@mkdir -p $(RUN)
-	$(PY) -m papermill --progress-bar -f params/$(PROFILE).yaml -p profile $(PROFILE) $(PAPERMILL_ARGS) $< $@
+	$(STAGE) $< $@
 
 # --- the ablation: notebook 03 once per strategy, each a fork of the same warm-up (make -j ok) ---
 ABLATION_K ?= 20
@@ -71,13 +81,11 @@ ablation: venv $(RUN)/06_ablation_summary.ipynb
 	@cat $(RUN)/ablation.md
 
 $(RUN)/ablation/03_%.ipynb: notebooks/03_preference_finetune.ipynb $(RUN)/01_warmup.ipynb | venv
-	@mkdir -p $(RUN)/ablation
-	$(PY) -m papermill --progress-bar -f params/$(PROFILE).yaml -p profile $(PROFILE) $(PAPERMILL_ARGS) \
-		-p run_name ablation_$* -p train_baseline False $(args_$*) $< $@
+	$(STAGE) -p run_name ablation_$* -p train_baseline False $(args_$*) $< $@
 
 $(RUN)/06_ablation_summary.ipynb: notebooks/06_ablation_summary.ipynb $(RUN)/04_evaluate.ipynb \
 		$(patsubst %,$(RUN)/ablation/03_%.ipynb,$(ABLATION)) | venv
-	$(PY) -m papermill --progress-bar -f params/$(PROFILE).yaml -p profile $(PROFILE) $(PAPERMILL_ARGS) $< $@
+	$(STAGE) $< $@
 
 bench: venv
 	$(PY) -m qurelib.bench
