@@ -97,8 +97,9 @@ def metrics_from_scores(split: CIRSplit, scores: torch.Tensor, *,
         out.update({f"P@{k}": v for k, v in metrics.precision_at_k(scores, positives, POSITIVE_KS).items()})
         out.update({f"PR@{k}": v for k, v in metrics.positive_recall_at_k(scores, positives, POSITIVE_KS).items()})
         out.update(metrics.circo_map_at_k(scores, positives))
-        ffn = metrics.first_false_negative_rank(scores, target, positives)
-        out["first_fn"] = {k: v for k, v in ffn.items() if not isinstance(v, torch.Tensor)}
+        if split.all_positives_known:  # otherwise "another positive above the target" is unknown
+            ffn = metrics.first_false_negative_rank(scores, target, positives)
+            out["first_fn"] = {k: v for k, v in ffn.items() if not isinstance(v, torch.Tensor)}
     if split.attributes is not None and bool((target >= 0).all()):
         gains = relevance_matrix(split)
         out.update({f"nDCG@{k}": v for k, v in metrics.ndcg_at_k(scores, gains, NDCG_KS).items()})

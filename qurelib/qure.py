@@ -29,6 +29,7 @@ released code instead silently reuses the previous query's bounds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,6 +106,35 @@ class HardNegativeSets:
         indices = np.concatenate(sets).astype(np.int64) if sets else np.zeros(0, np.int64)
         return HardNegativeSets(torch.from_numpy(indptr), torch.from_numpy(indices),
                                 torch.as_tensor(np.asarray(fallback, dtype=bool)))
+
+
+def check_mining_args(strategy: str, rule: str, consecutive_threshold: int, k: int | None,
+                      ratio: float | None) -> None:
+    """Raise ValueError naming the first bad mining argument (both implementations call this, so
+    they accept and refuse exactly the same inputs)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
+    if not isinstance(consecutive_threshold, int) or isinstance(consecutive_threshold, bool) \
+            or consecutive_threshold < 0:
+        raise ValueError(f"consecutive_threshold must be an int >= 0; got {consecutive_threshold!r}")
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ValueError(f"k must be an int >= 1 (or None: no cap); got k={k!r}")
+    if strategy in ("top_k", "after_target_top_k") and k is None:
+        raise ValueError(f"strategy {strategy!r} needs k >= 1; got k=None")
+    if strategy == "percent_of_positive" and (ratio is None or not 0 < ratio <= 1):
+        raise ValueError(f"strategy 'percent_of_positive' needs 0 < ratio <= 1; got ratio={ratio}")
+
+
+def _as_columns(idx, name: str) -> torch.Tensor | None:
+    """(Q,) int64 CPU tensor of corpus columns; float indices are an error, never truncated."""
+    if idx is None:
+        return None
+    t = torch.as_tensor(idx)
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer corpus columns; got dtype {t.dtype}")
+    return t.to(torch.long).cpu()
 
 
 def check_scores(scores: torch.Tensor, target_idx: torch.Tensor, exclude: torch.Tensor | None = None) -> None:
@@ -201,16 +231,17 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
     Returns:
         HardNegativeSets; sets are in descending score.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
-    if strategy in ("top_k", "after_target_top_k") and (k is None or k < 1):
-        raise ValueError(f"strategy {strategy!r} needs k >= 1; got k={k}")
-    if strategy == "percent_of_positive" and (ratio is None or not 0 < ratio <= 1):
-        raise ValueError(f"strategy 'percent_of_positive' needs 0 < ratio <= 1; got ratio={ratio}")
-    target_idx = torch.as_tensor(target_idx, dtype=torch.long).cpu()
-    exclude = None if exclude is None else torch.as_tensor(exclude, dtype=torch.long).cpu()
+    check_mining_args(strategy, rule, consecutive_threshold, k, ratio)
+    if not isinstance(block_rows, int) or isinstance(block_rows, bool) or block_rows < 1:
+        raise ValueError(f"block_rows must be an int >= 1; got {block_rows!r}")
+    scores = torch.as_tensor(scores)  # numpy accepted
+    if not scores.is_floating_point():
+        raise TypeError(f"scores must be floating point; got dtype {scores.dtype}")
+    scores = scores if scores.dtype in (torch.float32, torch.float64) else scores.float()  # bf16 / fp16
+    if scores.dim() == 2 and scores.shape[1] < 2:
+        raise ValueError(f"scores has {scores.shape[1]} corpus column(s): a corpus needs the target and at "
+                         f"least one other image to hold a negative")
+    target_idx, exclude = _as_columns(target_idx, "target_idx"), _as_columns(exclude, "exclude")
     check_scores(scores, target_idx.to(scores.device), None if exclude is None else exclude.to(scores.device))
     if impl not in ("fast", "reference"):
         raise ValueError(f"unknown impl {impl!r}; expected 'fast' or 'reference'")
@@ -286,8 +317,12 @@ def bradley_terry_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, tempe
     """Bradley-Terry NLL, mean(-log sigmoid((s+ - s-) / tau)) (Eqs. 2-3).
 
     Equal to the released code's `kl_div(log_softmax([s+, s-] / tau), [1, 0], 'batchmean')`.
-    pos_scores, neg_scores: (B,) raw scores; temperature: scalar tau.
+    pos_scores, neg_scores: (B,) raw scores; temperature: scalar tau > 0.
     """
+    tau = temperature if not torch.is_tensor(temperature) else \
+        (float(temperature) if temperature.device.type == "cpu" else None)  # no GPU sync per step
+    if tau is not None and not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"bradley_terry_loss: temperature must be finite and > 0; got {tau}")
     return F.softplus(-(pos_scores - neg_scores) / temperature).mean()
 
 

@@ -40,8 +40,8 @@ from qurelib.files import write_json_atomic, write_text_atomic
 from qurelib.model import load_checkpoint, resolve_device, save_checkpoint
 from qurelib.provenance import git_commit, split_fingerprint
 from qurelib.qure import (DEFAULT_CONSECUTIVE_THRESHOLD, DEFAULT_RULE, DEFAULT_STRATEGY, RULES, STRATEGIES,
-                          HardNegativeSets, NegativeSampler, bradley_terry_loss, info_nce_loss,
-                          mine_hard_negatives, score_corpus)
+                          HardNegativeSets, NegativeSampler, bradley_terry_loss, check_mining_args,
+                          info_nce_loss, mine_hard_negatives, score_corpus)
 
 LOSSES = ("bradley_terry", "info_nce")
 TIMING_KEYS = ("wall_s", "epoch_s", "mining_s", "train_s", "queries_per_s", "eval_s")
@@ -90,6 +90,7 @@ class TrainConfig:
         bad = [msg for ok, msg in checks if not ok]
         if bad:
             raise ValueError(f"TrainConfig: expected {', '.join(bad)}; got {self}")
+        check_mining_args(self.strategy, self.rule, self.consecutive_threshold, self.k, self.ratio)
 
     @property
     def period(self) -> int:
@@ -172,7 +173,7 @@ def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
         sets = mine_hard_negatives(scores, target, strategy=config.strategy, rule=config.rule,
                                    consecutive_threshold=config.consecutive_threshold, k=config.k,
                                    ratio=config.ratio, exclude=exclude)
-        positives = split.positive_indices() if any(q.positives for q in split.queries) else None
+        positives = split.known_positive_indices()  # None on real data: FN counts unknown
         stats[name] = hard_negative_stats(sets, positives)
         if config.audit:
             stats[name]["audit"] = audit_hard_negatives(
@@ -249,6 +250,19 @@ def _save(model, optimizer, run_dir: Path, config: TrainConfig, epoch: int, hist
     extra = {"kind": "qurelib-train", "epoch": epoch, "train_config": config_json(config)}
     save_checkpoint(model, run_dir / CHECKPOINT, extra=extra, state=state)
     write_text_atomic(run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def fork_problems(init_from: str | os.PathLike, config: TrainConfig) -> list[str]:
+    """Why `init_from`'s checkpoint cannot start a fork trained with `config` (empty if it can),
+    read from its config.json alone, so a stage can check before it moves or writes anything."""
+    path = Path(init_from) / CHECKPOINT / "config.json"
+    if not path.is_file():
+        return [f"{path.parent} does not exist: run the warm-up stage first"]
+    extra = json.loads(path.read_text()).get("extra", {})
+    problems = config_differences(extra.get("train_config", {}), config, fork=True)
+    if extra.get("epoch", 0) + 1 > config.period:
+        problems.append(f"it is at epoch {extra.get('epoch', 0) + 1}, past the first re-mining (epoch {config.period})")
+    return problems
 
 
 def _resume(model, optimizer, run_dir: Path, config: TrainConfig, init_from: str | os.PathLike | None = None):

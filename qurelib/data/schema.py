@@ -50,6 +50,9 @@ class CIRSplit:
     `image_paths` maps every image id the split mentions (corpus, references, targets) to its
     file; `attributes` is Fashion-Shapes' {image_id: {"category", "attributes", "nuisance"}}
     (None for real data); `layout` describes the expected files, for error messages.
+    `all_positives_known`: the queries' `positives` are complete (Fashion-Shapes), so a mined
+    negative that is not among them is truly a negative. Real datasets know only the target (and
+    CIRCO a few more): there, false-negative counts are unknown, never zero.
     """
 
     name: str
@@ -58,6 +61,8 @@ class CIRSplit:
     image_paths: Mapping[str, Path]
     attributes: dict[str, dict] | None = None
     layout: str = ""
+    all_positives_known: bool = False  # every relevant corpus image is listed (Fashion-Shapes only):
+    #                                    only then can false negatives be counted
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -107,6 +112,10 @@ class CIRSplit:
         index = self.corpus_index
         return torch.tensor([index.get(q.reference_id, -1) for q in self.queries],
                             dtype=torch.long)  # (Q,)
+
+    def known_positive_indices(self) -> list[list[int]] | None:
+        """`positive_indices()` where every positive is known (Fashion-Shapes), else None."""
+        return self.positive_indices() if self.all_positives_known else None
 
     def positive_indices(self) -> list[list[int]]:
         """Per query, the corpus columns of its known positives (ids outside the corpus dropped)."""

@@ -277,6 +277,7 @@ def load_fashion_shapes(root: str | Path, split: str) -> dict[str, CIRSplit]:
             raise DatasetError(f"{DATASET}: image {missing[0]!r} (and {len(missing) - 1} more) "
                                f"has no record in {attr_path}. Expected layout: {LAYOUT}")
         cir.queries = [replace(q, positives=tuple(p)) for q, p in zip(cir.queries, positives)]
+        cir.all_positives_known = True
         cir.attributes = {i: records[i] for i in cir.image_paths}
         cir.name = f"fashion-shapes-{category}-{split}"
     return splits

@@ -98,11 +98,9 @@ def mining_rows(history: list[dict]) -> list[dict]:
         if "mining" not in r:
             continue
         pooled = audit.pool_mining(r["mining"])
-        row = {"epoch": r["epoch"], "mean_size": pooled["size_mean"], "fallbacks": pooled["fallbacks"]}
-        if "fn_rate" in pooled:
-            row["fn_rate"] = pooled["fn_rate"]
-            row["queries_with_fn"] = pooled["queries_with_fn"]
-        rows.append(row)
+        rows.append({"epoch": r["epoch"], "mean_size": pooled["size_mean"], "fallbacks": pooled["fallbacks"],
+                     "fn_rate": pooled.get("fn_rate"),  # None (unknown) where positives are not all known
+                     "queries_with_fn": pooled.get("queries_with_fn")})
     return rows
 
 
@@ -114,11 +112,8 @@ def audit_rows(history: list[dict]) -> list[dict]:
         per_split = {s: stats["audit"] for s, stats in r.get("mining", {}).items() if "audit" in stats}
         for spec in next(iter(per_split.values()), {}):
             pooled = audit.pool_mining({s: a[spec] for s, a in per_split.items()})
-            row = {"epoch": r["epoch"], "strategy": spec, "mean_size": pooled["size_mean"]}
-            if "fn_rate" in pooled:
-                row["fn_rate"] = pooled["fn_rate"]
-                row["queries_with_fn"] = pooled["queries_with_fn"]
-            rows.append(row)
+            rows.append({"epoch": r["epoch"], "strategy": spec, "mean_size": pooled["size_mean"],
+                         "fn_rate": pooled.get("fn_rate"), "queries_with_fn": pooled.get("queries_with_fn")})
     return rows
 
 

@@ -32,7 +32,7 @@ from qurelib.model import load_model
 from qurelib.model.pretrain import pretrain_tiny
 from qurelib.study.config import StudyConfig
 from qurelib.study.tables import Table
-from qurelib.train import CHECKPOINT, TrainConfig, config_differences, read_history, train
+from qurelib.train import CHECKPOINT, TrainConfig, config_differences, fork_problems, read_history, train
 
 WARMUP_RUN = "warmup"           # runs/<profile>/warmup: the warm-up every fork starts from
 BASELINE_RUN = "info_nce"       # runs/<profile>/info_nce: the contrastive baseline
@@ -94,10 +94,20 @@ def load_named_model(cfg: StudyConfig, name: str):
 
 
 def load_run(cfg: StudyConfig, name: str):
-    """The model of a finished (or stopped) run: runs/<profile>/<name>/checkpoint."""
+    """The model of a finished run: runs/<profile>/<name>/checkpoint. A run whose last epoch is not
+    its planned last one (the warm-up: E // n_def epochs; any other run: E) was interrupted: an
+    error, never silently evaluated."""
     path = cfg.run_dir / name / CHECKPOINT
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist: run the stage that trains {name!r} first")
+    extra = json.loads((path / "config.json").read_text()).get("extra", {})
+    saved = extra.get("train_config")
+    if saved is not None:
+        config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+        planned = config.period if name == WARMUP_RUN else config.epochs
+        if extra.get("epoch", -1) + 1 != planned:
+            raise RuntimeError(f"{cfg.run_dir / name}: the run stopped after epoch {extra.get('epoch', -1) + 1} "
+                               f"of {planned} (interrupted?); rerun its stage (`make reproduce` resumes it)")
     return load_model(str(path), device=cfg.device, freeze_vision=True)
 
 
@@ -184,13 +194,14 @@ def mining_audit(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit], *
     for spec in audit.AUDIT:
         all_sets[spec] = mine_all(scores, splits, spec, k=k, ratio=ratio, consecutive_threshold=consecutive_threshold,
                                   exclude_reference=exclude_reference)
-        stats = {n: audit.hard_negative_stats(sets, splits[n].positive_indices() or None)
+        stats = {n: audit.hard_negative_stats(sets, splits[n].known_positive_indices())
                  for n, sets in all_sets[spec].items()}
         pooled = audit.pool(stats, weights)
+        unknown = "fn_rate" not in pooled  # real data: only the target is known, so FN counts are unknown
         rows.append({"strategy": spec, "mean |H|": round(pooled["size_mean"], 1),
                      "fallbacks": sum(s["fallbacks"] for s in stats.values()),
-                     "false-negative rate %": round(pooled.get("fn_rate", float("nan")), 2),
-                     "queries with a FN %": round(pooled.get("queries_with_fn", float("nan")), 1)})
+                     "false-negative rate %": None if unknown else round(pooled["fn_rate"], 2),
+                     "queries with a FN %": None if unknown else round(pooled["queries_with_fn"], 1)})
     return Table(rows), all_sets
 
 
@@ -218,6 +229,10 @@ def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str,
                               exclude_reference=exclude_reference,
                               eval_every=eval_every if val_splits else 0, audit=audit.AUDIT, audit_k=audit_k,
                               audit_ratio=audit_ratio, progress=progress)
+    problems = fork_problems(cfg.run_dir / WARMUP_RUN, config)
+    if problems:  # checked before anything moves: the finished run stays where stage 04 finds it
+        raise ValueError(f"{run_name}: cannot fork the warm-up run ({'; '.join(problems)}). Rerun the warm-up "
+                         f"with the same settings (stage 01: `make reproduce` reruns it when the parameters change)")
     _set_aside_if_changed(cfg.run_dir / run_name, config)
     return train(model, train_splits, config, cfg.run_dir / run_name, image_cache=cache, val_splits=val_splits,
                  init_from=cfg.run_dir / WARMUP_RUN)

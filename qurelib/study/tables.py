@@ -20,6 +20,8 @@ class Table(list):
 
 def _fmt(value) -> str:
     """Floats: two decimals, or four significant digits below 1 (losses, temperatures)."""
+    if value is None:
+        return "—"  # unknown (e.g. a false-negative count on data whose positives are not all known)
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}"
     return str(value)

@@ -1,0 +1,111 @@
+"""Faults that once gave silently wrong or stale results (issue 15): each now gives a correct
+result or a clear error that names the file, field or parameter, before anything is moved."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from qurelib import qure
+from qurelib.paths import NOTEBOOKS_DIR, PARAMS_DIR
+from qurelib.study import runner, stages
+from qurelib.study.config import FIELDS, study_config
+from qurelib.train import TrainConfig, config_json
+
+SMOKE = {k: v for k, v in yaml.safe_load((PARAMS_DIR / "smoke.yaml").read_text()).items() if k in FIELDS}
+
+
+def cfg_in(tmp_path, monkeypatch, **changes):
+    monkeypatch.setattr("qurelib.paths.RUNS_DIR", tmp_path)
+    return study_config(**{**SMOKE, **changes})
+
+
+def fake_run(run_dir, config: TrainConfig, epoch: int):
+    """A run folder whose checkpoint's config.json says it finished `epoch` (weights not needed)."""
+    (run_dir / "checkpoint").mkdir(parents=True)
+    (run_dir / "checkpoint" / "config.json").write_text(json.dumps(
+        {"format": "qurelib-cir-checkpoint", "extra": {"epoch": epoch, "train_config": config_json(config)}}))
+    (run_dir / "config.json").write_text(json.dumps({"train_config": config_json(config)}))
+
+
+# --- 1. a killed stage leaves no output; an unfinished run is never evaluated ------------------
+def test_a_failed_stage_leaves_no_output_notebook(tmp_path, monkeypatch):
+    out = tmp_path / "03.ipynb"
+    out.write_text("{}")  # a result of an earlier run must not survive a failed rerun
+
+    def crash(src, dst, **_):
+        open(dst, "w").write('{"half": "written"}')  # papermill writes as it executes ...
+        raise KeyboardInterrupt  # ... and the process dies
+    monkeypatch.setattr(runner.papermill, "execute_notebook", crash)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_stage(NOTEBOOKS_DIR / "03_preference_finetune.ipynb", out, PARAMS_DIR / "smoke.yaml")
+    assert not out.exists()
+    assert (tmp_path / "03.partial.ipynb").exists()
+
+
+def test_an_interrupted_run_is_refused_by_evaluation(tmp_path, monkeypatch):
+    cfg = cfg_in(tmp_path, monkeypatch)
+    fake_run(cfg.run_dir / "qure", cfg.train_config(), epoch=1)  # 2 of 3 epochs
+    with pytest.raises(RuntimeError, match="stopped after epoch 2 of 3"):
+        stages.load_run(cfg, "qure")
+
+
+# --- 3. parameters: only declared ones reach a notebook; typos are errors ----------------------
+def test_each_stage_gets_only_its_parameters_and_typos_fail():
+    nb = NOTEBOOKS_DIR / "00_make_data.ipynb"
+    values = runner.stage_parameters(nb, PARAMS_DIR / "smoke.yaml", [])
+    assert "run_name" not in values and values["epochs"] == 3
+    with pytest.raises(runner.StageError, match=r"'epochz' \(did you mean 'epochs'\?\)"):
+        runner.stage_parameters(nb, PARAMS_DIR / "smoke.yaml", [("epochz", "5")])
+    chain = runner.stage_parameters(nb, None, [("hpfiq_path", "/x.json"), ("epochs", "7")], chain=NOTEBOOKS_DIR)
+    assert chain == {"epochs": 7}  # hpfiq_path belongs to notebook 04 only
+
+
+# --- 4. mining arguments are validated identically for both implementations --------------------
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(strategy="percent_of_positive", ratio=0.9, k=0), "k must be an int >= 1"),
+    (dict(strategy="percent_of_positive", ratio=0.9, k=-1), "k must be an int >= 1"),
+    (dict(strategy="top_k", k=2.5), "k must be an int >= 1"),
+    (dict(block_rows=-1), "block_rows"),
+    (dict(consecutive_threshold=-2), "consecutive_threshold"),
+])
+def test_bad_mining_arguments_fail_the_same_way(impl, kwargs, match):
+    scores = torch.randn(4, 10)
+    with pytest.raises(ValueError, match=match):
+        qure.mine_hard_negatives(scores, torch.arange(4), impl=impl, **kwargs)
+
+
+def test_mining_inputs_are_checked_not_coerced():
+    scores = torch.randn(3, 8)
+    with pytest.raises(TypeError, match="target_idx must hold integer"):
+        qure.mine_hard_negatives(scores, torch.tensor([0.9, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="1 corpus column"):
+        qure.mine_hard_negatives(torch.randn(3, 1), torch.zeros(3, dtype=torch.long))
+    expected = qure.mine_hard_negatives(scores, torch.arange(3))
+    for other in (scores.numpy(), scores.to(torch.bfloat16).float(), scores.double()):
+        got = qure.mine_hard_negatives(other, np.arange(3))
+        assert [s.tolist() for s in got] == [s.tolist() for s in expected]
+    assert len(qure.mine_hard_negatives(scores.to(torch.bfloat16), torch.arange(3))) == 3
+
+
+def test_bradley_terry_refuses_a_zero_temperature():
+    with pytest.raises(ValueError, match="temperature"):
+        qure.bradley_terry_loss(torch.ones(2), torch.zeros(2), 0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        qure.bradley_terry_loss(torch.ones(2), torch.zeros(2), torch.tensor(-0.1))
+
+
+# --- 5. a failed check moves nothing ------------------------------------------------------------
+def test_a_fork_that_cannot_start_moves_no_finished_run(tmp_path, monkeypatch):
+    cfg = cfg_in(tmp_path, monkeypatch)
+    fake_run(cfg.run_dir / "warmup", cfg.train_config(), epoch=0)
+    fake_run(cfg.run_dir / "qure", cfg.train_config(), epoch=2)  # a finished run
+    changed = study_config(**{**SMOKE, "lr": 1e-3})
+    with pytest.raises(ValueError, match="lr"):
+        stages.run_finetune(changed, None, {}, None, run_name="qure", strategy="drops", rule="released",
+                            consecutive_threshold=1, k=0, ratio=0.95, exclude_reference=False, audit_k=20,
+                            audit_ratio=0.95)
+    assert (cfg.run_dir / "qure" / "checkpoint").is_dir() and not (cfg.run_dir / "stale").exists()
