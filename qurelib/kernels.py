@@ -154,6 +154,17 @@ def _drop_bounds(xp, srt, rank, rule: str, thr: int, top_m: int):
     return a, b, xp.where(ambiguous, 2, status)
 
 
+def _ceiling(s_t, ratio: float):
+    """percent_of_positive's ceiling as the reference has it: s_t - (1 - ratio)|s_t| in double
+    precision, rounded once to float32 (the scores' dtype; float32 arithmetic rounds twice and can
+    land one ulp away, which moves a score lying between the two across the ceiling)."""
+    if isinstance(s_t, torch.Tensor):
+        s = s_t.double()
+        return (s - (1.0 - ratio) * s.abs()).float()
+    s = s_t.astype(np.float64)
+    return (s - (1.0 - ratio) * np.abs(s)).astype(np.float32)
+
+
 def _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m):
     """Per row: positions [p0, p1] of its set in the stable order, the target's position,
     fallback flags and rows left to the reference (all (B,))."""
@@ -174,8 +185,7 @@ def _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m)
     if strategy == "after_target_top_k":
         return rank + 1, xp.minimum(rank + k, last), rank, none, none
     if strategy == "percent_of_positive":
-        ceiling = s_t - (1.0 - ratio) * abs(s_t)
-        p0 = xp.count(vals > ceiling)
+        p0 = xp.count(vals > _ceiling(s_t, ratio))
         p1 = last if k is None else p0 + k - 1
         p1 = p1 + ((p0 <= rank) & (rank <= p1)) * 1
         return p0, xp.minimum(p1, last), rank, none, none
