@@ -1,0 +1,123 @@
+"""An independent, deliberately plain statement of every hard-negative strategy (the test oracle).
+
+Written from the paper (Eqs. 4-7), the released code's loop as quoted in shared/paper/facts.md
+section 2, and the contract in `qurelib.qure`'s docstrings; it imports nothing from qurelib and
+shares no code with `qurelib.qure` or `qurelib.kernels`. One query at a time, Python lists, no
+vectorisation, no cleverness: slow on purpose, so it is easy to read against the paper.
+
+The contract it states:
+- Ranking (Eq. 4): the corpus minus the excluded column (if any), by descending score; equal
+  scores keep the lower column first.
+- The tail (Eq. 5): the images ranked after the target (positions, not scores: an image tied with
+  the target but with a higher column is in the tail).
+- Drops (Eq. 6): over the tail's scores y_0 >= y_1 >= ..., drop j = y_j - y_{j+1}, computed in
+  float32 like the scores. Drops are ordered steepest first, equal drops earlier position first.
+  * rule "paper": the two steepest drops, wherever they are.
+  * rule "released": walk the pairs (1st, 2nd), (2nd, 3rd), ... of that order and take the first
+    whose positions differ by more than `consecutive_threshold`.
+  H (Eq. 7) = the tail items after the upper drop up to and including the lower one's top item:
+  for drops at positions a < b, tail[a+1 .. b].
+- Fallback: no qualifying pair (fewer than two drops, or every walked pair too close) gives the
+  whole tail, or every image but the target if the tail is empty (the target ranked last); the
+  query's fallback flag is then True. Other strategies never flag.
+- The other strategies (Fig. 4): "all" = every ranked image but the target; "top_k" = the first
+  k of those; "after_target_top_k" = the first k of the tail; "percent_of_positive" = those of
+  "all" scoring at most s_t - (1 - ratio) * |s_t| (in double precision from the target's float32
+  score, then rounded to float32 like the scores it is compared with), the first k of them (all
+  of them when k is None).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def ranking(row, exclude: int = -1) -> list[int]:
+    """Columns in descending score, ties by lower column, without `exclude` (-1: none)."""
+    values = [float(v) for v in row]
+    columns = [c for c in range(len(values)) if c != exclude]
+    return sorted(columns, key=lambda c: (-values[c], c))
+
+
+def drop_sizes(tail_scores: list[float]) -> list[float]:
+    """drop j = y_j - y_{j+1} in float32 arithmetic (the scores are float32)."""
+    y = [np.float32(v) for v in tail_scores]
+    return [float(y[j] - y[j + 1]) for j in range(len(y) - 1)]
+
+
+def steepest_first(drops: list[float]) -> list[int]:
+    """Drop positions, steepest first, equal drops by earlier position."""
+    return sorted(range(len(drops)), key=lambda j: (-drops[j], j))
+
+
+def choose_drops(drops: list[float], rule: str, consecutive_threshold: int = 1):
+    """(a, b) with a < b, the positions of the two drops bounding H; None when none qualify."""
+    order = steepest_first(drops)
+    if rule == "paper":
+        if len(order) < 2:
+            return None
+        return min(order[0], order[1]), max(order[0], order[1])
+    if rule == "released":
+        for i in range(len(order) - 1):
+            a, b = min(order[i], order[i + 1]), max(order[i], order[i + 1])
+            if b - a > consecutive_threshold:
+                return a, b
+        return None
+    raise ValueError(rule)
+
+
+def mine_row(row, target: int, *, strategy: str = "drops", rule: str = "released",
+             consecutive_threshold: int = 1, k: int | None = None, ratio: float | None = None,
+             exclude: int = -1) -> tuple[list[int], bool]:
+    """One query's hard negatives (columns, best first) and its fallback flag."""
+    values = [float(v) for v in row]
+    ranked = ranking(values, exclude)
+    position = ranked.index(target)
+    others = [c for c in ranked if c != target]
+    tail = ranked[position + 1:]
+    if strategy == "all":
+        return others, False
+    if strategy == "top_k":
+        return others[:k], False
+    if strategy == "after_target_top_k":
+        return tail[:k], False
+    if strategy == "percent_of_positive":
+        s_t = values[target]
+        ceiling = float(np.float32(s_t - (1.0 - ratio) * abs(s_t)))
+        below = [c for c in others if values[c] <= ceiling]
+        return (below if k is None else below[:k]), False
+    if strategy != "drops":
+        raise ValueError(strategy)
+    pair = choose_drops(drop_sizes([values[c] for c in tail]), rule, consecutive_threshold)
+    if pair is None:
+        return (tail if tail else others), True
+    a, b = pair
+    return tail[a + 1:b + 1], False
+
+
+def mine(scores, targets, *, exclude=None, **kw) -> tuple[list[list[int]], list[bool]]:
+    """`mine_row` over every query of a (Q, N) array-like; exclude: per-query column or -1."""
+    rows = np.asarray(scores, dtype=np.float32)
+    targets = [int(t) for t in targets]
+    excl = [-1] * len(targets) if exclude is None else [int(e) for e in exclude]
+    sets, flags = [], []
+    for q in range(len(targets)):
+        s, fb = mine_row(rows[q], targets[q], exclude=excl[q], **kw)
+        sets.append(s)
+        flags.append(fb)
+    return sets, flags
+
+
+def fn_rate_by_hand(sets: list[list[int]], positives: list[list[int]]) -> tuple[float, float]:
+    """(percent of mined negatives that are positives, percent of queries with at least one),
+    over the queries that have positives."""
+    mined = hits = with_fn = queries = 0
+    for s, pos in zip(sets, positives):
+        if not pos:
+            continue
+        queries += 1
+        found = sum(1 for c in s if c in set(pos))
+        mined += len(s)
+        hits += found
+        with_fn += found > 0
+    return (100.0 * hits / mined if mined else float("nan")), 100.0 * with_fn / queries
