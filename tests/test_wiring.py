@@ -1,0 +1,290 @@
+"""Wiring checked by value: the training loss, evaluation, pooling and the audit each against
+numbers computed here another way (the model's encoders called directly, plain loops, the mining
+oracle), so that swapping target and negative, negating scores, dropping the temperature or
+weighting splits wrongly makes a test fail.
+
+Uses the tiny model and a tiny generated Fashion-Shapes (the smoke profile).
+"""
+
+import math
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import mining_oracle as oracle
+from qurelib import evaluate as E
+from qurelib import qure
+from qurelib import train as T
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from qurelib.data.synthetic import load_fashion_shapes, make_fashion_shapes
+    from qurelib.model import load_model
+
+    root = make_fashion_shapes(tmp_path_factory.mktemp("fs") / "smoke", "smoke", seed=0)
+    train = load_fashion_shapes(root, "train")["dress"]
+    val = load_fashion_shapes(root, "val")
+    val = {"dress": replace(val["dress"], queries=val["dress"].queries[:10]),  # splits of different sizes
+           "shirt": replace(val["shirt"], queries=val["shirt"].queries[:16])}
+    model = load_model("tiny", device="cpu")
+    cache = E.build_image_cache(model, [train, *val.values()], batch_size=64, progress=False)
+    return SimpleNamespace(model=model, train=train, val=val, cache=cache)
+
+
+def _direct_scores(model, split, cache) -> torch.Tensor:
+    """(Q, N) max over corpus tokens of <query, token>, every query and image encoded in one batch
+    straight from the model (not through evaluate's batching or qure.score_corpus)."""
+    with torch.no_grad():
+        tok = model.tokenize([q.modification_text for q in split.queries])
+        refs = cache.embeds[torch.tensor([cache.row[q.reference_id] for q in split.queries])]
+        query = model.encode_query(image_embeds=refs, **tok)  # (Q, D)
+        corpus = model.encode_corpus(image_embeds=cache.embeds[torch.tensor([cache.row[i] for i in split.corpus_ids])])
+    return torch.einsum("qd,ntd->qnt", query.double(), corpus.double()).amax(dim=2)  # (Q, N)
+
+
+def _recall_by_loop(scores, split, ks) -> dict[int, float]:
+    index = {c: i for i, c in enumerate(split.corpus_ids)}
+    ranks = []
+    for q, query in enumerate(split.queries):
+        s_t = float(scores[q, index[query.target_id]])
+        ranks.append(sum(1 for v in scores[q].tolist() if v > s_t))
+    return {k: 100.0 * sum(r < k for r in ranks) / len(ranks) for k in ks}
+
+
+def _precision_by_loop(scores, split, k) -> float:
+    index = {c: i for i, c in enumerate(split.corpus_ids)}
+    out = []
+    for q, query in enumerate(split.queries):
+        pos = {index[p] for p in query.positives}
+        order = sorted(range(scores.shape[1]), key=lambda c: (-float(scores[q, c]), c not in pos))
+        out.append(sum(c in pos for c in order[:k]) / k)
+    return 100.0 * sum(out) / len(out)
+
+
+# --- the training loss ---------------------------------------------------------------------------
+def _pair_scores_from_pixels(model, split, ids, negative_ids):
+    """s+ and s- of queries `ids`, every image decoded and encoded from its file."""
+    pos, neg = [], []
+    with torch.no_grad():
+        for i, neg_id in zip(ids, negative_ids):
+            q = split.queries[i]
+            pixels = model.preprocess([split.load_image(q.reference_id)])
+            query = model.encode_query(reference_pixels=pixels, **model.tokenize([q.modification_text]))[0]  # (D,)
+            for image_id, out in ((q.target_id, pos), (neg_id, neg)):
+                tokens = model.encode_corpus(model.preprocess([split.load_image(image_id)]))[0]  # (T, D)
+                out.append(max(float(torch.dot(query, token)) for token in tokens))
+    return pos, neg
+
+
+def _bt_by_hand(pos, neg, tau):
+    return sum(math.log1p(math.exp(-(p - n) / tau)) for p, n in zip(pos, neg)) / len(pos)
+
+
+def test_batch_loss_is_bradley_terry_on_scores_from_the_model(world):
+    model, split, cache = world.model, world.train, world.cache
+    data = T.TrainData.build({"dress": split}, cache)
+    target = split.target_indices()
+    n = len(split.corpus_ids)
+    negative_local = (target + 7) % n  # never the target
+    negatives = data.corpus_rows["dress"][negative_local]  # (Q,) cache rows
+    ids = [0, 3, 8, 21]
+    model.eval()
+    with torch.no_grad():
+        loss = float(T._batch_loss(model, data, cache, torch.tensor(ids), negatives, "bradley_terry"))
+    pos, neg = _pair_scores_from_pixels(model, split, ids, [split.corpus_ids[int(c)] for c in negative_local[ids]])
+    tau = float(model.temperature.detach())
+    assert loss == pytest.approx(_bt_by_hand(pos, neg, tau), rel=1e-4, abs=1e-5)
+    assert loss == pytest.approx(float(qure.bradley_terry_loss(torch.tensor(pos), torch.tensor(neg), tau)),
+                                 rel=1e-4, abs=1e-5)
+    # the test can tell the wiring mistakes apart: each gives a number far outside the tolerance
+    for wrong in (_bt_by_hand(neg, pos, tau), _bt_by_hand(pos, neg, 1.0), _bt_by_hand(pos, neg, -tau)):
+        assert abs(loss - wrong) > 0.01
+
+
+def test_info_nce_batch_loss_uses_the_max_over_tokens(world):
+    model, split, cache = world.model, world.train, world.cache
+    data = T.TrainData.build({"dress": split}, cache)
+    ids = [1, 2, 6, 30]
+    model.eval()
+    with torch.no_grad():
+        loss = float(T._batch_loss(model, data, cache, torch.tensor(ids), None, "info_nce"))
+        query, targets = [], []
+        for i in ids:
+            q = split.queries[i]
+            pixels = model.preprocess([split.load_image(q.reference_id)])
+            query.append(model.encode_query(reference_pixels=pixels, **model.tokenize([q.modification_text]))[0])
+            targets.append(model.encode_corpus(model.preprocess([split.load_image(q.target_id)]))[0])  # (T, D)
+    assert targets[0].shape[0] == model.num_query_tokens > 1
+    tau = float(model.temperature.detach())
+
+    def by_hand(reduce):
+        total = 0.0
+        for i, qv in enumerate(query):
+            logits = [reduce([float(torch.dot(qv, tok)) for tok in tgt]) / tau for tgt in targets]
+            total += math.log(sum(math.exp(v) for v in logits)) - logits[i]
+        return total / len(query)
+
+    assert loss == pytest.approx(by_hand(max), rel=1e-4, abs=1e-5)
+    assert abs(loss - by_hand(lambda v: sum(v) / len(v))) > 1e-3  # mean over tokens is another number
+
+
+def _margin(model, split, cache, negative_local) -> float:
+    scores = _direct_scores(model, split, cache)
+    rows = torch.arange(len(split.queries))
+    return float((scores[rows, split.target_indices()] - scores[rows, negative_local]).mean())
+
+
+def test_a_few_optimiser_steps_raise_the_margin(world):
+    from qurelib.model import load_model
+
+    model = load_model("tiny", device="cpu")  # a fresh copy: this test trains it
+    split = replace(world.train, queries=world.train.queries[:16])
+    data = T.TrainData.build({"dress": split}, world.cache)
+    target = split.target_indices()
+    scores = _direct_scores(model, split, world.cache)
+    scores[torch.arange(len(target)), target] = -math.inf
+    negative_local = scores.argmax(dim=1)  # the hardest negative of each query at the start
+    negatives = data.corpus_rows["dress"][negative_local]
+    before = _margin(model, split, world.cache, negative_local)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    config = T.TrainConfig(batch_size=8, device="cpu", progress=False, amp=False)
+    losses = [T.run_epoch(model, optimizer, data, world.cache, negatives, config, epoch) for epoch in range(2)]
+    after = _margin(model, split, world.cache, negative_local)
+    assert after > before + 0.05, (before, after, losses)
+    assert losses[-1] < losses[0]
+
+
+def test_info_nce_loss_by_hand_with_several_tokens():
+    g = torch.Generator().manual_seed(0)
+    query, targets, tau = torch.randn(4, 5, generator=g), torch.randn(4, 3, 5, generator=g), 0.3
+    total = 0.0
+    for i in range(4):
+        logits = [max(float(query[i] @ targets[j, t]) for t in range(3)) / tau for j in range(4)]
+        total += -logits[i] + math.log(sum(math.exp(v) for v in logits))
+    assert float(qure.info_nce_loss(query, targets, tau)) == pytest.approx(total / 4, rel=1e-5)
+
+
+def test_bradley_terry_by_hand_with_both_signs_and_a_temperature():
+    pos, neg, tau = [0.9, -0.2, 0.1, 0.4, -0.5], [0.3, 0.5, 0.1, -0.6, -0.45], 0.25  # margins of both signs
+    got = qure.bradley_terry_loss(torch.tensor(pos, requires_grad=True), torch.tensor(neg), tau)
+    assert float(got.detach()) == pytest.approx(_bt_by_hand(pos, neg, tau), rel=1e-6)
+    for wrong in (_bt_by_hand(neg, pos, tau), _bt_by_hand(pos, neg, 1.0)):
+        assert abs(float(got.detach()) - wrong) > 0.1
+    # raising a target's score lowers the loss; raising a negative's raises it
+    p, n = torch.tensor(pos, requires_grad=True), torch.tensor(neg, requires_grad=True)
+    qure.bradley_terry_loss(p, n, torch.tensor(tau)).backward()
+    assert bool((p.grad < 0).all()) and bool((n.grad > 0).all())
+    # d/ds+ of -log sigmoid((s+ - s-)/tau) / B = -sigmoid(-(s+ - s-)/tau) / (tau B)
+    want = [-1 / (1 + math.exp((a - b) / tau)) / (tau * len(pos)) for a, b in zip(pos, neg)]
+    assert p.grad.tolist() == pytest.approx(want, rel=1e-5)
+
+
+# --- evaluation -------------------------------------------------------------------------------------
+def test_evaluate_scores_and_metrics_equal_those_computed_directly(world):
+    model, split, cache = world.model, world.val["shirt"], world.cache
+    out = E.evaluate(model, split, image_cache=cache, return_scores=True, progress=False, batch_size=7)
+    direct = _direct_scores(model, split, cache)
+    torch.testing.assert_close(out["scores"].double(), direct, atol=1e-5, rtol=0)
+    torch.testing.assert_close(E.score_split(model, split, cache, progress=False).double(), direct, atol=1e-5,
+                               rtol=0)
+    recall = _recall_by_loop(direct, split, E.RECALL_KS)
+    for k, v in recall.items():
+        assert out[f"R@{k}"] == pytest.approx(v), f"R@{k}"
+    for k in (1, 5, 10):
+        assert out[f"P@{k}"] == pytest.approx(_precision_by_loop(direct, split, k)), f"P@{k}"
+    # the check has power: a reversed ranking gives other numbers
+    reversed_ = _recall_by_loop(-direct, split, E.RECALL_KS)
+    assert any(abs(reversed_[k] - recall[k]) > 10 for k in E.RECALL_KS), (recall, reversed_)
+    assert abs(_precision_by_loop(-direct, split, 5) - out["P@5"]) > 1
+
+
+def test_evaluate_splits_summary_by_hand(world):
+    model, cache = world.model, world.cache
+    out = E.evaluate_splits(model, world.val, image_cache=cache, progress=False)
+    recalls = {name: _recall_by_loop(_direct_scores(model, s, cache), s, (10, 50)) for name, s in world.val.items()}
+    for name, r in recalls.items():
+        assert out["per_split"][name]["R@10"] == pytest.approx(r[10])
+        assert out["per_split"][name]["n_queries"] == len(world.val[name].queries)
+    # FashionIQ's summary: the plain mean over categories (each ranked in its own corpus)
+    assert out["R@10"] == pytest.approx((recalls["dress"][10] + recalls["shirt"][10]) / 2)
+    assert out["R@50"] == pytest.approx((recalls["dress"][50] + recalls["shirt"][50]) / 2)
+    assert out["avg"] == pytest.approx((out["R@10"] + out["R@50"]) / 2)
+
+
+def test_pooling_over_splits_of_different_sizes_by_hand():
+    from qurelib.report import _pool
+
+    per = {
+        "a": {"R@10": 40.0, "R@50": 80.0, "P@5": 10.0, "mAP@10": 5.0, "n_queries": 3, "first_fn": {"above_target": 50.0}},
+        "b": {"R@10": 70.0, "R@50": 90.0, "P@5": 30.0, "n_queries": 1, "first_fn": {"above_target": 0.0}},
+        "c": {"R@10": 10.0, "R@50": 20.0, "P@5": 60.0, "mAP@10": 1.0, "n_queries": 6, "first_fn": {"above_target": 20.0}},
+    }
+    splits = {name: SimpleNamespace(queries=[None] * size) for name, size in (("a", 3), ("b", 1), ("c", 6))}
+    got = _pool(per, splits)
+    r10 = (3 * 40 + 1 * 70 + 6 * 10) / 10  # 25.0; the unweighted mean would be 40.0
+    r50 = (3 * 80 + 1 * 90 + 6 * 20) / 10  # 45.0
+    assert got["R@10"] == pytest.approx(r10) and got["R@50"] == pytest.approx(r50)
+    assert got["P@5"] == pytest.approx((3 * 10 + 1 * 30 + 6 * 60) / 10)
+    assert got["avg"] == pytest.approx((r10 + r50) / 2)
+    assert got["first_fn_above_target"] == pytest.approx((3 * 50 + 0 + 6 * 20) / 10)
+    assert "mAP@10" not in got  # split b lacks it: not pooled over a subset
+    assert "n_queries" not in got  # counts are not averaged
+    del per["b"]["first_fn"]["above_target"]
+    assert "first_fn_above_target" not in _pool(per, splits)
+
+
+# --- the audit and the mining wiring ---------------------------------------------------------------
+def _stats_by_hand(sets, flags, positives):
+    sizes = sorted(len(s) for s in sets)
+    fn_rate, with_fn = oracle.fn_rate_by_hand(sets, positives)
+    return {"size_mean": sum(sizes) / len(sizes), "size_median": sizes[(len(sizes) - 1) // 2],
+            "size_min": sizes[0], "size_max": sizes[-1], "fallbacks": sum(flags),
+            "fn_rate": fn_rate, "queries_with_fn": with_fn}
+
+
+@pytest.mark.parametrize("use_exclude", [False, True])
+def test_audit_values_of_every_strategy_against_the_oracle(use_exclude):
+    g = torch.Generator().manual_seed(5)
+    q, n = 12, 26
+    scores = torch.randint(0, 12, (q, n), generator=g).float() / 4  # ties and plateaus
+    target = torch.randint(0, n, (q,), generator=g)
+    positives = [[int(target[i]), (int(target[i]) + 3) % n, (int(target[i]) + 11) % n] for i in range(q)]
+    positives[4] = []  # a query with no known positives is left out of the FN rates
+    exclude = torch.where(torch.arange(q) % 3 == 0, (target + 1) % n, -1) if use_exclude else None
+    k, ratio = 4, 0.8
+    audit = E.audit_hard_negatives(scores, target, positives, k=k, ratio=ratio, exclude=exclude)
+    assert set(audit) == set(E.AUDIT_SPECS)
+    settings = {"drops/released": dict(strategy="drops", rule="released"),
+                "drops/paper": dict(strategy="drops", rule="paper"),
+                "top_k": dict(strategy="top_k", k=k), "after_target_top_k": dict(strategy="after_target_top_k", k=k),
+                "percent_of_positive": dict(strategy="percent_of_positive", ratio=ratio, k=k),
+                "all": dict(strategy="all")}
+    for spec, cfg in settings.items():
+        sets, flags = oracle.mine(scores, target, exclude=exclude, **cfg)
+        want = _stats_by_hand(sets, flags, positives)
+        assert audit[spec] == pytest.approx(want), spec
+    fallbacks = _stats_by_hand(*oracle.mine(scores, target, exclude=exclude, strategy="drops"), positives)
+    assert fallbacks["fallbacks"] > 0 and fallbacks["fn_rate"] > 0  # the case exercises both
+
+
+def test_mine_splits_gives_the_oracle_sets_as_cache_rows(world):
+    model, cache = world.model, world.cache
+    splits = {"dress": replace(world.train, queries=world.train.queries[:20]),
+              "shirt": replace(world.val["shirt"], queries=world.val["shirt"].queries[:15])}
+    data = T.TrainData.build(splits, cache)
+    config = T.TrainConfig(progress=False, device="cpu", exclude_reference=True, rule="paper")
+    sets, stats = T.mine_splits(model, data, cache, config, epoch=1)
+    for name, split in splits.items():
+        query, corpus = E.encode_split(model, split, cache, progress=False)
+        scores = qure.score_corpus(query, corpus)  # the scores themselves are checked above
+        want, flags = oracle.mine(scores, split.target_indices(), exclude=split.reference_indices(),
+                                  strategy="drops", rule="paper")
+        rows = data.corpus_rows[name]
+        for i, expected in enumerate(want):
+            assert sets[data.offsets[name] + i].tolist() == rows[expected].tolist(), f"{name} query {i}"
+        assert stats[name]["fallbacks"] == sum(flags)
+        fn_rate, _ = oracle.fn_rate_by_hand(want, split.positive_indices())
+        assert stats[name]["fn_rate"] == pytest.approx(fn_rate)
