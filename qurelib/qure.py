@@ -320,7 +320,7 @@ def bradley_terry_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, tempe
     pos_scores, neg_scores: (B,) raw scores; temperature: scalar tau > 0.
     """
     tau = temperature if not torch.is_tensor(temperature) else \
-        (float(temperature) if temperature.device.type == "cpu" else None)  # no GPU sync per step
+        (float(temperature.detach()) if temperature.device.type == "cpu" else None)  # no GPU sync per step
     if tau is not None and not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"bradley_terry_loss: temperature must be finite and > 0; got {tau}")
     return F.softplus(-(pos_scores - neg_scores) / temperature).mean()

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 import mining_oracle as oracle
+from qurelib import audit as A
+from qurelib import encode as C
 from qurelib import evaluate as E
 from qurelib import qure
 from qurelib import train as T
@@ -30,7 +32,7 @@ def world(tmp_path_factory):
     val = {"dress": replace(val["dress"], queries=val["dress"].queries[:10]),  # splits of different sizes
            "shirt": replace(val["shirt"], queries=val["shirt"].queries[:16])}
     model = load_model("tiny", device="cpu")
-    cache = E.build_image_cache(model, [train, *val.values()], batch_size=64, progress=False)
+    cache = C.build_image_cache(model, [train, *val.values()], batch_size=64, progress=False)
     return SimpleNamespace(model=model, train=train, val=val, cache=cache)
 
 
@@ -93,7 +95,7 @@ def test_batch_loss_is_bradley_terry_on_scores_from_the_model(world):
     ids = [0, 3, 8, 21]
     model.eval()
     with torch.no_grad():
-        loss = float(T._batch_loss(model, data, cache, torch.tensor(ids), negatives, "bradley_terry"))
+        loss = float(T.batch_loss(model, data, cache, torch.tensor(ids), negatives, "bradley_terry"))
     pos, neg = _pair_scores_from_pixels(model, split, ids, [split.corpus_ids[int(c)] for c in negative_local[ids]])
     tau = float(model.temperature.detach())
     assert loss == pytest.approx(_bt_by_hand(pos, neg, tau), rel=1e-4, abs=1e-5)
@@ -110,7 +112,7 @@ def test_info_nce_batch_loss_uses_the_max_over_tokens(world):
     ids = [1, 2, 6, 30]
     model.eval()
     with torch.no_grad():
-        loss = float(T._batch_loss(model, data, cache, torch.tensor(ids), None, "info_nce"))
+        loss = float(T.batch_loss(model, data, cache, torch.tensor(ids), None, "info_nce"))
         query, targets = [], []
         for i in ids:
             q = split.queries[i]
@@ -188,7 +190,7 @@ def test_evaluate_scores_and_metrics_equal_those_computed_directly(world):
     out = E.evaluate(model, split, image_cache=cache, return_scores=True, progress=False, batch_size=7)
     direct = _direct_scores(model, split, cache)
     torch.testing.assert_close(out["scores"].double(), direct, atol=1e-5, rtol=0)
-    torch.testing.assert_close(E.score_split(model, split, cache, progress=False).double(), direct, atol=1e-5,
+    torch.testing.assert_close(C.score_split(model, split, cache, progress=False).double(), direct, atol=1e-5,
                                rtol=0)
     recall = _recall_by_loop(direct, split, E.RECALL_KS)
     for k, v in recall.items():
@@ -215,15 +217,15 @@ def test_evaluate_splits_summary_by_hand(world):
 
 
 def test_pooling_over_splits_of_different_sizes_by_hand():
-    from qurelib.report import _pool
+    from qurelib.study.report import headline
 
     per = {
         "a": {"R@10": 40.0, "R@50": 80.0, "P@5": 10.0, "mAP@10": 5.0, "n_queries": 3, "first_fn": {"above_target": 50.0}},
         "b": {"R@10": 70.0, "R@50": 90.0, "P@5": 30.0, "n_queries": 1, "first_fn": {"above_target": 0.0}},
         "c": {"R@10": 10.0, "R@50": 20.0, "P@5": 60.0, "mAP@10": 1.0, "n_queries": 6, "first_fn": {"above_target": 20.0}},
     }
-    splits = {name: SimpleNamespace(queries=[None] * size) for name, size in (("a", 3), ("b", 1), ("c", 6))}
-    got = _pool(per, splits)
+    splits = {"a": 3, "b": 1, "c": 6}  # queries per split
+    got = headline(per, splits)
     r10 = (3 * 40 + 1 * 70 + 6 * 10) / 10  # 25.0; the unweighted mean would be 40.0
     r50 = (3 * 80 + 1 * 90 + 6 * 20) / 10  # 45.0
     assert got["R@10"] == pytest.approx(r10) and got["R@50"] == pytest.approx(r50)
@@ -233,14 +235,14 @@ def test_pooling_over_splits_of_different_sizes_by_hand():
     assert "mAP@10" not in got  # split b lacks it: not pooled over a subset
     assert "n_queries" not in got  # counts are not averaged
     del per["b"]["first_fn"]["above_target"]
-    assert "first_fn_above_target" not in _pool(per, splits)
+    assert "first_fn_above_target" not in headline(per, splits)
 
 
 # --- the audit and the mining wiring ---------------------------------------------------------------
 def _stats_by_hand(sets, flags, positives):
     sizes = sorted(len(s) for s in sets)
     fn_rate, with_fn = oracle.fn_rate_by_hand(sets, positives)
-    return {"size_mean": sum(sizes) / len(sizes), "size_median": sizes[(len(sizes) - 1) // 2],
+    return {"queries": len(sizes), "size_mean": sum(sizes) / len(sizes), "size_median": sizes[(len(sizes) - 1) // 2],
             "size_min": sizes[0], "size_max": sizes[-1], "fallbacks": sum(flags),
             "fn_rate": fn_rate, "queries_with_fn": with_fn}
 
@@ -255,8 +257,8 @@ def test_audit_values_of_every_strategy_against_the_oracle(use_exclude):
     positives[4] = []  # a query with no known positives is left out of the FN rates
     exclude = torch.where(torch.arange(q) % 3 == 0, (target + 1) % n, -1) if use_exclude else None
     k, ratio = 4, 0.8
-    audit = E.audit_hard_negatives(scores, target, positives, k=k, ratio=ratio, exclude=exclude)
-    assert set(audit) == set(E.AUDIT_SPECS)
+    audit = A.audit_hard_negatives(scores, target, positives, k=k, ratio=ratio, exclude=exclude)
+    assert set(audit) == set(A.AUDIT)
     settings = {"drops/released": dict(strategy="drops", rule="released"),
                 "drops/paper": dict(strategy="drops", rule="paper"),
                 "top_k": dict(strategy="top_k", k=k), "after_target_top_k": dict(strategy="after_target_top_k", k=k),
@@ -278,7 +280,7 @@ def test_mine_splits_gives_the_oracle_sets_as_cache_rows(world):
     config = T.TrainConfig(progress=False, device="cpu", exclude_reference=True, rule="paper")
     sets, stats = T.mine_splits(model, data, cache, config, epoch=1)
     for name, split in splits.items():
-        query, corpus = E.encode_split(model, split, cache, progress=False)
+        query, corpus = C.encode_split(model, split, cache, progress=False)
         scores = qure.score_corpus(query, corpus)  # the scores themselves are checked above
         want, flags = oracle.mine(scores, split.target_indices(), exclude=split.reference_indices(),
                                   strategy="drops", rule="paper")
