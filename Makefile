@@ -27,6 +27,7 @@ help:
 	@echo "make ablation [PROFILE=...]             the hard-negative strategy sweep"
 	@echo "make bench                              fast paths vs naive, side by side"
 	@echo "make gpu-check                          CUDA tests and benchmark (needs a GPU)"
+	@echo "make lavis-parity                       the LAVIS converter against salesforce-lavis itself"
 	@echo "make lab                                JupyterLab on notebooks/ (installs it into .venv)"
 
 venv: $(VENV)/.installed
@@ -101,3 +102,24 @@ lab: venv
 
 clean-runs:
 	rm -rf runs/$(PROFILE) figures/$(PROFILE)
+
+# --- parity with salesforce-lavis, the paper's library, in its own environment -------------------
+# LAVIS 1.0.2 pins transformers < 4.27 (qurelib needs 5.x), imports only with numpy < 2 and
+# pandas < 3, and pulls torch 2.14.1 + torchvision 0.29.1: .venv-lavis (~6.8 GB, ~3 min, built
+# once and reused). LAVIS regenerates tests/fixtures/lavis_tiny from its own modules, then .venv
+# checks qurelib's converter against it (tools/lavis_parity.py, tests/test_lavis.py).
+LAVIS_VENV := .venv-lavis
+LAVIS_SPEC := salesforce-lavis==1.0.2 "numpy<2" "pandas<3"
+.PHONY: lavis-parity
+
+lavis-parity: venv $(LAVIS_VENV)/.installed
+	$(LAVIS_VENV)/bin/python tools/lavis_parity.py generate
+	$(PY) tools/lavis_parity.py check
+	$(PY) -m pytest -q tests/test_lavis.py
+	@git diff --quiet -- tests/fixtures/lavis_tiny 2>/dev/null || \
+		echo "note: LAVIS wrote a fixture that differs from the committed one (git diff tests/fixtures/lavis_tiny)"
+
+$(LAVIS_VENV)/.installed:
+	test -x $(LAVIS_VENV)/bin/python || $(PYTHON) -m venv $(LAVIS_VENV)
+	$(LAVIS_VENV)/bin/python -m pip install -q $(LAVIS_SPEC)
+	touch $@

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
+from qurelib.model.lavis import add_vision_pre_layernorm, has_vision_pre_layernorm
 from qurelib.model.modeling import CIRModel, ModelLoadError, resolve_device
 from qurelib.model.tokenizer import tokenizer_from_config
 
@@ -73,6 +74,7 @@ def save_checkpoint(model: CIRModel, directory: str | os.PathLike, extra: dict |
             "format": CHECKPOINT_FORMAT, "version": 1, "backend": model.backend, "source": model.source,
             "blip2_config": model.blip2.config.to_dict(), "tokenizer": model.tokenizer.to_config(),
             "image_size": model.image_size, "temperature": model.temperature.item(),
+            "vision_pre_layernorm": has_vision_pre_layernorm(model.blip2),  # LAVIS CLIP ViT's ln_pre
             "vision_frozen": model.vision_frozen, "extra": json.loads(extra_json),
             "files": {"model.safetensors": _sha256(tmp / "model.safetensors"),
                       "train_state.pt": _sha256(tmp / "train_state.pt") if state is not None else None},
@@ -129,6 +131,8 @@ def load_checkpoint(directory: str | os.PathLike, device: str = "auto", *,
         raise ModelLoadError(f"load_checkpoint: {weights_path} is unreadable: {error}") from None
     with torch.random.fork_rng(devices=[]):
         blip2 = Blip2ForImageTextRetrieval(blip2_config)
+        if config.get("vision_pre_layernorm"):
+            add_vision_pre_layernorm(blip2)
     frozen = config.get("vision_frozen", True) if freeze_vision is None else freeze_vision
     model = CIRModel(blip2, tokenizer, freeze_vision=frozen, backend=config.get("backend", "tiny"),
                      source=config.get("source", str(directory)))

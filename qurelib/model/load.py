@@ -3,6 +3,7 @@ catch-all last:
 
     "tiny"                      the tiny preset, random init (`modeling.build_tiny`)
     a qurelib checkpoint dir    `checkpoint.load_checkpoint`
+    "lavis:<path>" or a .pth    a LAVIS BLIP-2 / released QuRe state dict (`lavis.load_lavis_model`)
     anything else               real BLIP-2 retrieval weights: a local transformers dir or a hub id
                                 (never downloaded at run time unless HF_HUB_OFFLINE=0 and online)
 """
@@ -18,6 +19,8 @@ from pathlib import Path
 from transformers import AutoTokenizer, Blip2ForImageTextRetrieval
 
 from qurelib.model.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from qurelib.model.lavis import PREFIX as LAVIS_PREFIX
+from qurelib.model.lavis import is_lavis_source, load_lavis_model
 from qurelib.model.modeling import CIRModel, ModelLoadError, build_tiny, resolve_device
 from qurelib.model.tokenizer import HFTokenizer
 
@@ -33,6 +36,8 @@ def load_model(name_or_path: str | os.PathLike, *, device: str = "auto",
         model = build_tiny(freeze_vision=freeze_vision)
     elif is_checkpoint(name):
         model = load_checkpoint(name, "cpu", freeze_vision=freeze_vision).model
+    elif is_lavis_source(name):
+        model = load_lavis_model(name.removeprefix(LAVIS_PREFIX), freeze_vision=freeze_vision)
     else:  # the catch-all: real BLIP-2 weights
         model = load_hf_blip2(name, freeze_vision)
     return model.to(resolve_device(device)).eval()

@@ -7,6 +7,7 @@ under the Agg backend, in papermill runs and in tests.
 from __future__ import annotations
 
 import csv
+import re
 import textwrap
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def save_figure(fig: Figure, table: list[dict] | None, profile: str, number: int
     """
     out = paths.FIGURES_DIR / profile
     out.mkdir(parents=True, exist_ok=True)
-    png = out / f"fig{number:02d}_{slug}.png"
+    png = out / f"fig{number:02d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', slug)}.png"  # a slug may hold a model path
     fig.savefig(png, dpi=110)
     if table:
         fields = list(dict.fromkeys(k for row in table for k in row))

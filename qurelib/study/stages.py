@@ -86,7 +86,10 @@ def backbone(cfg: StudyConfig, progress: bool = True):
 
 def load_named_model(cfg: StudyConfig, name: str):
     """A model of the study by name: "pretrained" (the backbone every run starts from),
-    "warmup_only" (the warm-up run) or the name of a run under runs/<profile>/."""
+    "warmup_only" (the warm-up run), the name of a run under runs/<profile>/, or a model that
+    `load_model` reads (a path, or "lavis:/path/model.pth" for a released QuRe checkpoint)."""
+    if "/" in name or ":" in name:  # run names hold neither
+        return load_model(name, device=cfg.device, freeze_vision=True)
     if name == "pretrained":
         source = str(cfg.run_dir / "pretrained") if cfg.model_name == "tiny" else cfg.model_name
         return load_model(source, device=cfg.device, freeze_vision=True)
