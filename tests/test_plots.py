@@ -35,3 +35,15 @@ def test_save_figure_writes_png_and_csv(tmp_path, monkeypatch):
     assert png == tmp_path / "unit" / "fig07_sizes.png" and png.stat().st_size > 1000
     rows = list(csv.DictReader(open(png.with_suffix(".csv"))))
     assert len(rows) == 6 and {r["set"] for r in rows} == {"drops", "all"}
+
+
+def test_figures_render_as_png_in_jupyter():
+    """IPython shows an object as an image only if it has `_repr_png_` (or a registered printer,
+    which qurelib never sets up): every study figure must render itself."""
+    from IPython.core.formatters import PNGFormatter
+
+    scores = torch.randn(2, 40, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([3, 9])
+    fig, _ = plots.plot_score_curves(scores, target, qure.mine_hard_negatives(scores, target), [0, 1])
+    png = PNGFormatter()(fig)  # what the notebook's display machinery calls
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,7 +1,8 @@
 """Plots for the study: notebook-ready matplotlib figures built with the object-oriented API.
 
 Every function returns a `matplotlib.figure.Figure` (no pyplot state, no show), so it works
-under the Agg backend, in papermill runs and in tests.
+under the Agg backend, in papermill runs and in tests. The figures are `InlineFigure`s
+(qurelib.study.display), which Jupyter shows as PNG images without any pyplot backend.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from matplotlib.figure import Figure
 
 from qurelib import paths
 from qurelib.data.schema import CIRSplit
+from qurelib.study.display import InlineFigure
 
 _ROLE_COLOURS = {"reference": "#555555", "target": "#1a9850", "positive": "#4575b4"}
 
@@ -58,7 +60,7 @@ def plot_triplets(split: CIRSplit, n: int = 4, seed: int = 0, max_positives: int
     rows = [candidates[i] for i in rng.choice(len(candidates), min(n, len(candidates)),
                                               replace=False)]
     cols = 2 + max_positives
-    fig = Figure(figsize=(1.7 * cols, 2.9 * len(rows)), layout="constrained")
+    fig = InlineFigure(figsize=(1.7 * cols, 2.9 * len(rows)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), cols, squeeze=False))
     for r, query in enumerate(rows):
         others = [p for p in query.positives if p != query.target_id]
@@ -132,8 +134,12 @@ def plot_score_curves(scores, target_idx, sets, queries, positives=None, max_ran
     Returns the figure and the plotted numbers (rank, score, role per image).
     """
     scores = np.asarray(scores, dtype=np.float64)
-    fig = Figure(figsize=(4.2 * len(queries), 3.2), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(queries), squeeze=False)[0])
+    cols = min(len(queries), 2)  # two panels a row: wide enough to read on a laptop or a projector
+    rows = -(-len(queries) // cols)
+    fig = InlineFigure(figsize=(5.2 * cols, 3.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(queries):]:
+        ax.axis("off")
     table = []
     for ax, q in zip(axes, queries):
         negs = sets[q].tolist()
@@ -173,7 +179,7 @@ def plot_score_curves(scores, target_idx, sets, queries, positives=None, max_ran
 
 def plot_set_sizes(sizes_by_name: dict, title: str = "hard-negative set sizes") -> tuple[Figure, list[dict]]:
     """Histogram (log-spaced bins) of |H| per query for each strategy or refresh."""
-    fig = Figure(figsize=(6, 3.2), layout="constrained")
+    fig = InlineFigure(figsize=(6, 3.2), layout="constrained")
     ax = fig.subplots()
     all_sizes = np.concatenate([np.asarray(s, dtype=float) for s in sizes_by_name.values()])
     bins = np.unique(np.geomspace(1, max(2.0, all_sizes.max() + 1), 30).round())
@@ -196,7 +202,7 @@ def plot_ranked_results(split: CIRSplit, scores, queries, k: int = 5,
     """Reference + text and the top-k retrieved images of a few queries; the target framed green,
     other true positives (false negatives of contrastive training) blue, the rest grey."""
     scores = np.asarray(scores, dtype=np.float64)
-    fig = Figure(figsize=(1.7 * (k + 1), 2.6 * len(queries)), layout="constrained")
+    fig = InlineFigure(figsize=(1.7 * (k + 1), 2.6 * len(queries)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(queries), k + 1, squeeze=False))
     table = []
     colours = {"target": "#1a9850", "positive": "#4575b4", "other": "#999999"}
@@ -227,7 +233,7 @@ def plot_training_curves(histories: dict, title: str = "") -> tuple[Figure, list
 
     histories: {run name: qurelib.train history (list of per-epoch records)}.
     """
-    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    fig = InlineFigure(figsize=(13, 3.6), layout="constrained")
     axes = fig.subplots(1, 4)
     table = []
     for name, history in histories.items():
