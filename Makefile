@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED := 1
 # Offline by default (tests never download); a GPU user with network may pass HF_HUB_OFFLINE=0.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv test test-unit lab reproduce ablation bench gpu-check clean-runs help FORCE
+.PHONY: venv test test-unit lab reproduce ablation bench gpu-check browser-check clean-runs help FORCE
 .DELETE_ON_ERROR:
 
 help:
@@ -29,6 +29,7 @@ help:
 	@echo "make gpu-check                          CUDA tests and benchmark (needs a GPU)"
 	@echo "make lavis-parity                       the LAVIS converter against salesforce-lavis itself"
 	@echo "make lab                                JupyterLab on notebooks/ (installs it into .venv)"
+	@echo "make browser-check                      the smoke run's notebooks in JupyterLab + Chromium"
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -37,15 +38,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,notebooks]"
 	touch $@
 
+# the smoke chain first: tests/test_notebook_outputs.py looks at its executed notebooks
 test: venv
+	$(MAKE) --no-print-directory reproduce PROFILE=smoke
 	$(PY) -m pytest -q tests notebooks --nbval-lax
 
 test-unit: venv
 	$(PY) -m pytest -q tests
 
 # --- the reproduction chain: stage N reads what stage N-1 wrote under runs/<profile>/ -------
-reproduce: venv $(RUN)/05_explore.ipynb
+reproduce: venv $(RUN)/05_explore.ipynb $(RUN)/html/index.html
 	@echo "done: executed notebooks and results in $(RUN)/, figures in figures/$(PROFILE)/"
+	@echo "      the study in a browser: $(RUN)/html/index.html"
 	@test ! -f $(RUN)/results.md || cat $(RUN)/results.md
 
 # What the command line adds (DATA_ROOT, NB_ARGS) is an input of every stage: it is written to
@@ -66,6 +70,10 @@ $(RUN)/03_preference_finetune.ipynb: $(RUN)/02_mine_negatives.ipynb
 $(RUN)/04_evaluate.ipynb: $(RUN)/03_preference_finetune.ipynb
 $(RUN)/05_explore.ipynb: $(RUN)/04_evaluate.ipynb
 
+# the executed notebooks as HTML pages (figures embedded) and an index with the results tables
+$(RUN)/html/index.html: $(patsubst %,$(RUN)/%.ipynb,$(STAGES)) qurelib/study/html_report.py | venv
+	$(PY) -m qurelib.study.html_report $(RUN)
+
 $(RUN)/%.ipynb: notebooks/%.ipynb params/$(PROFILE).yaml | venv
 	$(STAGE) $< $@
 
@@ -79,6 +87,7 @@ args_percent_of_positive := -p strategy percent_of_positive -p ratio 0.95 -p k $
 args_all := -p strategy all
 
 ablation: venv $(RUN)/06_ablation_summary.ipynb
+	$(PY) -m qurelib.study.html_report $(RUN)
 	@cat $(RUN)/ablation.md
 
 $(RUN)/ablation/03_%.ipynb: notebooks/03_preference_finetune.ipynb $(RUN)/01_warmup.ipynb | venv
@@ -96,9 +105,18 @@ gpu-check: venv
 	$(PY) -m pytest -q --run-gpu -m gpu
 	$(PY) -m qurelib.bench --device cuda --only mining,scoring,model
 
+# root (most containers) must pass --allow-root; LAB_ARGS="--ip=0.0.0.0 --port=8888" to reach it from outside
+LAB_ARGS ?=
 lab: venv
 	$(PY) -m pip install -q -e ".[lab]"
-	$(VENV)/bin/jupyter lab notebooks/
+	@echo "JupyterLab: open the http://127.0.0.1:<port>/lab?token=... URL printed below (Ctrl-C stops it)"
+	$(VENV)/bin/jupyter lab --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) notebooks/
+
+# JupyterLab + Playwright + Debian's chromium on the smoke run (tools/browser_check.py says what)
+browser-check: venv
+	$(MAKE) --no-print-directory reproduce PROFILE=smoke
+	$(PY) -m pip install -q -e ".[browser]"
+	$(PY) tools/browser_check.py --profile smoke
 
 clean-runs:
 	rm -rf runs/$(PROFILE) figures/$(PROFILE)

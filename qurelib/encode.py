@@ -13,9 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
-
 from qurelib.data.schema import CIRSplit
+from qurelib.progress import progress_bar
 from qurelib.qure import score_corpus
 
 
@@ -63,8 +62,7 @@ def build_image_cache(model, splits: Iterable[CIRSplit], *, batch_size: int = 64
     todo = list(sources)
     chunks = [] if cache is None else [cache.embeds]
     dtype = torch.float16 if model.device.type == "cuda" else torch.float32
-    for start in tqdm(range(0, len(todo), batch_size), desc="encode images", disable=not progress,
-                      leave=False):
+    for start in progress_bar(range(0, len(todo), batch_size), desc="encode images", show=progress):
         ids = todo[start:start + batch_size]
         pixels = model.preprocess([sources[i].load_image(i) for i in ids])  # (B, 3, S, S)
         chunks.append(model.encode_image(pixels).to(dtype))  # (B, P, H)
@@ -94,8 +92,8 @@ def encode_split(model, split: CIRSplit, cache: ImageCache, *, batch_size: int =
         ref_rows = cache.rows([q.reference_id for q in split.queries])
         corpus_rows = cache.rows(split.corpus_ids)
         queries, corpus = [], []
-        bar = tqdm(total=len(ref_rows) + len(corpus_rows), desc=f"encode {split.name}",
-                   disable=not progress, leave=False)
+        bar = progress_bar(total=len(ref_rows) + len(corpus_rows), desc=f"encode {split.name}",
+                           show=progress, nested=True)
         with autocast(model, amp):
             for s in range(0, len(ref_rows), batch_size):
                 tok = model.tokenize([q.modification_text for q in split.queries[s:s + batch_size]])

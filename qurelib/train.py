@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from qurelib.audit import audit_hard_negatives, hard_negative_stats
 from qurelib.data.schema import CIRSplit
@@ -38,6 +37,7 @@ from qurelib.encode import ImageCache, autocast, build_image_cache, encode_split
 from qurelib.evaluate import evaluate_splits
 from qurelib.files import write_json_atomic, write_text_atomic
 from qurelib.model import load_checkpoint, resolve_device, save_checkpoint
+from qurelib.progress import progress_bar
 from qurelib.provenance import git_commit, split_fingerprint
 from qurelib.qure import (DEFAULT_CONSECUTIVE_THRESHOLD, DEFAULT_RULE, DEFAULT_STRATEGY, RULES, STRATEGIES,
                           HardNegativeSets, NegativeSampler, bradley_terry_loss, check_mining_args,
@@ -161,8 +161,8 @@ def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
     (`evaluate.hard_negative_stats`, plus the `config.audit` strategies under "audit").
     """
     indptr, indices, fallback, stats = [torch.zeros(1, dtype=torch.long)], [], [], {}
-    for name, split in tqdm(data.splits.items(), desc=f"mine H (epoch {epoch})", disable=not config.progress,
-                            leave=False):
+    for name, split in progress_bar(data.splits.items(), desc=f"mine H (epoch {epoch})", show=config.progress,
+                                    nested=True):
         query, corpus = encode_split(model, split, cache, batch_size=config.encode_batch_size,
                                      amp=config.amp, progress=config.progress)
         scores = score_corpus(query, corpus).cpu()  # (Q_s, N_s)
@@ -210,8 +210,8 @@ def run_epoch(model, optimizer, data: TrainData, cache: ImageCache, negatives: t
     model.train()
     order = torch.randperm(len(data), generator=_epoch_generator(config.seed, epoch, salt=1))  # (Q,)
     total, count = 0.0, 0
-    bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}", disable=not config.progress,
-               leave=False)
+    bar = progress_bar(range(0, len(order), config.batch_size), desc=f"epoch {epoch}", show=config.progress,
+                       nested=True)
     for start in bar:
         ids = order[start:start + config.batch_size]  # (B,)
         with autocast(model, config.amp):
@@ -371,8 +371,8 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
     wall = history[-1]["wall_s"] if history else 0.0
     cuda = [device.index or 0] if device.type == "cuda" else []
     stop = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
-    for epoch in tqdm(range(start, stop), initial=start, total=config.epochs, desc="train",
-                      disable=not config.progress):
+    for epoch in progress_bar(range(start, stop), initial=start, total=config.epochs, desc="train",
+                              show=config.progress):
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=cuda):  # dropout draws depend on (seed, epoch) only
             torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + 2)

@@ -30,11 +30,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tqdm.auto import tqdm
-
 from qurelib.data.synthetic import describe, load_fashion_shapes
 from qurelib.model.checkpoint import load_checkpoint, save_checkpoint
 from qurelib.model.modeling import CIRModel, ModelLoadError, build_tiny, resolve_device
+from qurelib.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ def _train(model: CIRModel, pixels, texts, *, epochs, batch_size, lr, weight_dec
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = len(texts) // batch_size
     total = epochs * steps_per_epoch
-    bar = tqdm(total=total, desc="pretrain tiny (image<->description)", disable=not progress)
+    bar = progress_bar(total=total, desc="pretrain tiny (image<->description)", show=progress)
     losses, step = [], 0
     model.train()
     for _ in range(epochs):

@@ -4,18 +4,26 @@ and the audited strategies."""
 from __future__ import annotations
 
 from dataclasses import replace
+from html import escape
 
 import torch
 
 from qurelib import audit
 from qurelib.study import plots
+from qurelib.study.display import figure_png
 from qurelib.study.stages import mine_all
 
 
 def query_figure(split, scores: torch.Tensor, query: int, spec: str, *, k: int, ratio: float = 0.95,
                  consecutive_threshold: int = 1, top: int = 5):
     """One query in full: reference, text and top-ranked images, and its score curve with the H
-    that `spec` (an `audit.AUDIT` name) mines."""
+    that `spec` (an `audit.AUDIT` name) mines.
+
+    Args:
+        split: the CIRSplit `scores` ranks; scores: (Q, N) relevance scores of its queries.
+        query: the query row; spec: the H definition; k, ratio: of the top-k / percent strategies.
+    Returns (grid figure, curve figure, curve table: one row per corpus image, `query` = the row).
+    """
     one = replace(split, queries=[split.queries[query]])
     sets = mine_all({"s": scores[query:query + 1]}, {"s": one}, spec, k=k, ratio=ratio,
                     consecutive_threshold=consecutive_threshold)["s"]
@@ -23,25 +31,63 @@ def query_figure(split, scores: torch.Tensor, query: int, spec: str, *, k: int, 
     fig_curve, table = plots.plot_score_curves(scores[query:query + 1], split.target_indices()[query:query + 1],
                                                sets, [0], positives=[split.positive_indices()[query]],
                                                title=f"{spec}: |H| = {len(sets[0])}")
+    for row in table:  # the curve was drawn from a one-row slice: name the real query
+        row["query"] = query
+    target_rank = next(row["rank"] for row in table if row["role"] == "target")
+    fig_curve.axes[0].set_title(f"query {query}: target at rank {target_rank}", fontsize=9)
+    fig_curve.set_size_inches(fig_grid.get_figwidth(), 3.2)  # as wide as the images above it
     return fig_grid, fig_curve, table
 
 
-def explorer(split, scores: torch.Tensor, *, k: int, specs=audit.AUDIT):
-    """An ipywidgets panel: a query slider and a strategy dropdown redraw `query_figure`."""
-    import ipywidgets as widgets  # notebook-only dependency: imported when the panel is built
-    from IPython.display import display
+def query_caption(split, query: int, spec: str, table: list[dict]) -> str:
+    """One line of HTML: query row and id, the strategy, |H|, the target's rank, false negatives in H."""
+    mined = [row for row in table if row["mined"]]
+    false_neg = sum(row["role"] == "positive" for row in mined)
+    positives = sum(row["role"] == "positive" for row in table)
+    target = next(row["rank"] for row in table if row["role"] == "target")
+    return (f"<b>query {query}</b> (id <code>{escape(split.queries[query].query_id)}</code>) &middot; "
+            f"{escape(spec)} &middot; |H| = {len(mined)} &middot; target at rank {target} &middot; "
+            f"false negatives in H: <b>{false_neg}</b> of {positives} other true positives")
 
-    slider = widgets.IntSlider(0, 0, len(split.queries) - 1, description="query")
+
+def explorer(split, scores: torch.Tensor, *, k: int, specs=audit.AUDIT):
+    """An ipywidgets panel for JupyterLab: a query slider, a strategy dropdown and a query-id box.
+
+    Each change redraws `query_figure` in place: the images and the score curve are PNG image
+    widgets whose bytes are replaced (no output is cleared or appended, so nothing flickers or
+    grows), under a one-line caption. Errors of a redraw show in the panel, not only in the log.
+    """
+    import ipywidgets as widgets  # notebook-only dependency: imported when the panel is built
+
+    rows = {q.query_id: i for i, q in enumerate(split.queries)}
+    slider = widgets.IntSlider(0, 0, len(split.queries) - 1, description="query", continuous_update=False)
     choice = widgets.Dropdown(options=list(specs), description="strategy")
-    out = widgets.Output()
+    jump = widgets.Combobox(options=list(rows), placeholder="query id (or row), Enter", description="go to",
+                            ensure_option=False, continuous_update=False)
+    caption, errors = widgets.HTML(), widgets.Output()
+    grid, curve = widgets.Image(format="png"), widgets.Image(format="png")
 
     def redraw(_=None):
-        out.clear_output(wait=True)
-        with out:
-            grid, curve, _ = query_figure(split, scores, slider.value, choice.value, k=k)
-            display(grid, curve)
+        errors.clear_output()
+        with errors:  # a failing redraw prints its traceback here
+            fig_grid, fig_curve, table = query_figure(split, scores, slider.value, choice.value, k=k)
+            grid.value, curve.value = figure_png(fig_grid), figure_png(fig_curve)
+            caption.value = query_caption(split, slider.value, choice.value, table)
+
+    def go_to(change):
+        text = change["new"].strip()
+        if not text:
+            return
+        row = rows.get(text, int(text) if text.isdigit() else None)
+        if row is None or not 0 <= row < len(split.queries):
+            caption.value = f"no query with id or row <code>{escape(text)}</code>"
+        elif row == slider.value:
+            redraw()
+        else:
+            slider.value = row
 
     slider.observe(redraw, "value")
     choice.observe(redraw, "value")
+    jump.observe(go_to, "value")
     redraw()
-    return widgets.VBox([widgets.HBox([slider, choice]), out])
+    return widgets.VBox([widgets.HBox([slider, choice, jump]), caption, grid, curve, errors])
