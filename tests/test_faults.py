@@ -109,3 +109,37 @@ def test_a_fork_that_cannot_start_moves_no_finished_run(tmp_path, monkeypatch):
                             consecutive_threshold=1, k=0, ratio=0.95, exclude_reference=False, audit_k=20,
                             audit_ratio=0.95)
     assert (cfg.run_dir / "qure" / "checkpoint").is_dir() and not (cfg.run_dir / "stale").exists()
+
+
+# --- 6, 8. malformed relevance files and damaged images -----------------------------------------
+def test_malformed_positives_and_damaged_images(tmp_path, monkeypatch):
+    from qurelib.data.schema import DatasetError
+    from qurelib.data.synthetic import load_fashion_shapes, make_fashion_shapes
+
+    root = make_fashion_shapes(tmp_path / "fs", "smoke", seed=0)
+    cfg = cfg_in(tmp_path / "runs", monkeypatch, data_root=str(root))
+    split = load_fashion_shapes(root, "val")["dress"]
+    victim = split.corpus_ids[3]
+    split.image_paths[victim].write_bytes(b"\x89PNG not really")  # a corrupt file
+    assert split.check_images() == [] and [i for i, _ in split.check_images(verify=True)] == [victim]
+    with pytest.raises(DatasetError, match=f"{victim}.*does not decode"):
+        split.load_image(victim)
+    stages.prepare_data(cfg)  # generated data: the damaged image is regenerated
+    assert load_fashion_shapes(root, "val")["dress"].load_image(victim).size[0] > 0
+    pos = root / "relevance" / "positives.dress.val.json"
+    entries = json.loads(pos.read_text())
+    entries[2] = "dress-val-img-0001"  # a string where a list belongs
+    pos.write_text(json.dumps(entries))
+    with pytest.raises(DatasetError, match=r"positives.dress.val.json, entry 2 .*expected a list"):
+        load_fashion_shapes(root, "val")
+
+
+def test_a_misspelled_compared_model_fails_before_anything_is_evaluated(tmp_path, monkeypatch):
+    from qurelib.study import report
+
+    cfg = cfg_in(tmp_path, monkeypatch)
+    fake_run(cfg.run_dir / "qure", cfg.train_config(), epoch=2)
+    with pytest.raises(FileNotFoundError, match=r"'qurre'.*Runs under .*\['qure'\]"):
+        report.evaluate_runs(cfg, ["qurre"], {}, None)
+    results, _ = report.evaluate_runs(cfg, ["qurre"], {}, None, allow_missing=True)
+    assert "missing" in results["qurre"]

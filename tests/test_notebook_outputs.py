@@ -74,3 +74,18 @@ def test_progress_leaves_no_widget_outputs(path):
         allowed = 1 if "explorer(" in source(cell) else 0
         assert len(widgets) <= allowed, f"{path.name}: {len(widgets)} widget outputs in {source(cell)[:60]!r}"
         assert len(cell["outputs"]) <= 40, f"{path.name}: {len(cell['outputs'])} outputs in {source(cell)[:60]!r}"
+
+
+TABLE_LAST_LINE = re.compile(r"^(study\.(data_summary|history_table|results_table|external_benchmarks)\(.*|audit|table)$")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_table_cell_shows_an_html_table(path):
+    """A cell ending in a study table shows it as an HTML table (pandas), not as a list repr."""
+    for cell in code_cells(path):
+        lines = [line for line in source(cell).splitlines() if line.strip()]
+        if not lines or not TABLE_LAST_LINE.match(lines[-1].strip()):
+            continue
+        html = ["".join(o["data"]["text/html"]) for o in cell["outputs"] if "text/html" in o.get("data", {})]
+        assert html and ("<table" in html[0] or "(no rows)" in html[0]), \
+            f"{path.name}: {lines[-1]!r} shows no HTML table"

@@ -41,11 +41,15 @@ def test_train_config_carries_the_study_settings():
     assert tc.period == 3
 
 
-def test_table_renders_markdown():
-    table = study.Table([{"model": "qure", "R@10": 13.8333, "loss": 0.00931}, {"model": "x", "note": "n/a"}])
-    md = table._repr_markdown_()
-    assert md.splitlines()[0] == "| model | R@10 | loss | note |"
-    assert "| qure | 13.83 | 0.00931 |  |" in md
+def test_table_renders_markdown_and_html():
+    table = study.Table([{"model": "qure", "R@10": 13.8333, "loss": 0.00931, "mean |H|": None},
+                         {"model": "x", "note": "n/a"}])
+    md = str(table)
+    assert md.splitlines()[0] == "| model | R@10 | loss | mean \\|H\\| | note |"
+    assert "| qure | 13.83 | 0.00931 | — |  |" in md
+    html = table._repr_html_()
+    assert "<table" in html and ">13.83<" in html and ">0.00931<" in html and ">—<" in html
+    assert list(table.frame.columns) == ["model", "R@10", "loss", "mean |H|", "note"]
 
 
 def test_a_run_with_other_settings_is_set_aside_not_resumed(tmp_path):

@@ -86,8 +86,12 @@ class CIRSplit:
         if not path.is_file():
             raise DatasetError(f"{self.name}: image {image_id!r} missing: expected file {path}. "
                                f"{self.layout} {README_POINTER}.")
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except (OSError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
+            raise DatasetError(f"{self.name}: image {image_id!r} at {path} does not decode ({error}); "
+                               f"replace the file (Fashion-Shapes: rerun its generator)") from None
 
     def target_indices(self) -> torch.Tensor:
         """Corpus column of every query's target, LongTensor (Q,).
@@ -122,8 +126,9 @@ class CIRSplit:
         index = self.corpus_index
         return [[index[p] for p in q.positives if p in index] for q in self.queries]
 
-    def check_images(self) -> list[tuple[str, Path]]:
-        """Every (id, path) of the split whose file is missing, all at once (empty list if none)."""
+    def check_images(self, verify: bool = False) -> list[tuple[str, Path]]:
+        """Every (id, path) of the split whose file is missing, all at once (empty list if none);
+        with `verify`, also every file that does not decode as an image (slower: reads each one)."""
         seen: dict[str, None] = dict.fromkeys(self.corpus_ids)
         for q in self.queries:
             seen.update(dict.fromkeys([q.reference_id, *q.positives, *q.group_members]))
@@ -132,9 +137,19 @@ class CIRSplit:
         missing = []
         for image_id in seen:
             path = self.image_paths.get(image_id)
-            if path is None or not path.is_file():
+            if path is None or not path.is_file() or (verify and not _decodes(path)):
                 missing.append((image_id, path))
         return missing
+
+
+def _decodes(path: Path) -> bool:
+    """Whether the file is a readable image (header and data, via PIL's verify)."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except Exception:  # PIL raises many types for corrupt files (OSError, SyntaxError, ValueError, ...)
+        return False
 
 
 def read_json(path: Path, dataset: str, layout: str) -> Any:

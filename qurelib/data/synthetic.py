@@ -272,6 +272,10 @@ def load_fashion_shapes(root: str | Path, split: str) -> dict[str, CIRSplit]:
         if not isinstance(positives, list) or len(positives) != len(cir.queries):
             raise DatasetError(f"{DATASET}: {pos_path} should be a list aligned with the "
                                f"{len(cir.queries)} entries of cap.{category}.{split}.json")
+        for q, entry in enumerate(positives):  # a string would become a tuple of its characters
+            if not isinstance(entry, list) or not all(isinstance(p, str) for p in entry):
+                raise DatasetError(f"{DATASET}: {pos_path}, entry {q} (query {cir.queries[q].query_id!r}): "
+                                   f"expected a list of image ids, got {entry!r:.80}")
         missing = [i for i in cir.image_paths if i not in records]
         if missing:
             raise DatasetError(f"{DATASET}: image {missing[0]!r} (and {len(missing) - 1} more) "

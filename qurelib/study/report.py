@@ -19,30 +19,39 @@ from qurelib.evaluate import evaluate_hpfiq, metrics_from_scores, relevance_matr
 from qurelib.files import write_json_atomic, write_text_atomic
 from qurelib.provenance import git_commit
 from qurelib.study.config import StudyConfig
-from qurelib.study.stages import load_named_model
+from qurelib.study.stages import load_named_model, missing_model
 from qurelib.study.tables import Table, to_markdown
 
 HEADLINE = ("R@1", "R@5", "R@10", "R@50", "avg", "P@5", "nDCG@10", "mAP@10", "first_fn_above_target")
 
 
-def evaluate_runs(cfg: StudyConfig, names, val_splits, cache, progress: bool = True) -> tuple[dict, dict]:
+def evaluate_runs(cfg: StudyConfig, names, val_splits, cache, progress: bool = True,
+                  allow_missing: bool = False) -> tuple[dict, dict]:
     """Every metric per model and split (qurelib.evaluate), plus the pooled headline.
 
     Returns ({name: {"headline": {...}, "per_split": {...}}}, {name: {split: (Q, N) scores}}).
-    Models whose run does not exist are skipped with a note in their entry.
+    Every model is loaded before anything is evaluated: a name with no run (a typo) is an error
+    naming it and the runs that exist, unless `allow_missing` (the ablation summary, where a
+    strategy may not have been trained): then its entry says so.
     """
     results, scores = {}, {}
+    for name in names:  # checked first: nothing is evaluated (or written later) when a name is wrong
+        problem = missing_model(cfg, name)
+        if problem and not allow_missing:
+            runs = sorted(p.parent.name for p in cfg.run_dir.glob("*/checkpoint"))
+            raise FileNotFoundError(f"model {name!r}: {problem}. Runs under {cfg.run_dir}: {runs}; "
+                                    f"or pretrained, warmup_only, or a checkpoint path")
+        if problem:
+            results[name] = {"missing": problem}
     for name in names:
-        try:
-            model = load_named_model(cfg, name)
-        except FileNotFoundError as err:
-            results[name] = {"missing": str(err)}
+        if name in results:
             continue
+        model = load_named_model(cfg, name)
         scores[name] = {s: score_split(model, split, cache, progress=progress) for s, split in val_splits.items()}
         per = {s: metrics_from_scores(split, scores[name][s]) for s, split in val_splits.items()}
         results[name] = {"headline": headline(per, {s: len(split.queries) for s, split in val_splits.items()}),
                          "per_split": per}
-    return results, scores
+    return {name: results[name] for name in names}, scores
 
 
 def headline(per_split: dict, weights: dict) -> dict:

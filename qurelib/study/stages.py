@@ -40,16 +40,30 @@ BASELINE_RUN = "info_nce"       # runs/<profile>/info_nce: the contrastive basel
 
 # --- 00: data -----------------------------------------------------------------------------------
 def prepare_data(cfg: StudyConfig) -> Path:
-    """Generate Fashion-Shapes if needed (real datasets must exist); record it in data.json."""
+    """Generate Fashion-Shapes if needed (real datasets must exist), check that every image of the
+    train and val splits exists and decodes (a damaged generated image is regenerated; a damaged
+    real one is an error listing them), and record the dataset in data.json."""
     if cfg.dataset == "fashion-shapes":
         root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed)
+        if _unreadable_images(cfg):  # the generator is deterministic: regenerate rather than fail
+            root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed, force=True)
     else:
         root = cfg.root
         if not root.is_dir():
             raise DatasetError(f"data_root {root} does not exist (dataset {cfg.dataset!r}); "
                                f"see README.md, section 'Datasets'")
+    bad = _unreadable_images(cfg)
+    if bad:
+        listing = "\n".join(f"  {split}: {image_id} -> {path}" for split, image_id, path in bad[:20])
+        raise DatasetError(f"{len(bad)} image(s) of {root} are missing or do not decode:\n{listing}\n"
+                           f"see README.md, section 'Datasets'")
     write_json_atomic(cfg.run_dir / "data.json", {"dataset": cfg.dataset, "root": str(root)})
     return root
+
+
+def _unreadable_images(cfg: StudyConfig) -> list[tuple[str, str, Path]]:
+    return [(s.name, image_id, path) for part in ("train", "val") for s in load_splits(cfg, part).values()
+            for image_id, path in s.check_images(verify=True)]
 
 
 def load_splits(cfg: StudyConfig, split: str) -> dict[str, CIRSplit]:
@@ -94,6 +108,15 @@ def load_named_model(cfg: StudyConfig, name: str):
         source = str(cfg.run_dir / "pretrained") if cfg.model_name == "tiny" else cfg.model_name
         return load_model(source, device=cfg.device, freeze_vision=True)
     return load_run(cfg, WARMUP_RUN if name == "warmup_only" else name)
+
+
+def missing_model(cfg: StudyConfig, name: str) -> str | None:
+    """Why `load_named_model(cfg, name)` would find nothing (None if the model is there)."""
+    if "/" in name or ":" in name or (name == "pretrained" and cfg.model_name != "tiny"):
+        return None  # load_model names what is missing itself
+    path = cfg.run_dir / ("pretrained" if name == "pretrained" else
+                          (WARMUP_RUN if name == "warmup_only" else name) + "/" + CHECKPOINT)
+    return None if path.is_dir() else f"{path} does not exist: run the stage that trains {name!r} first"
 
 
 def load_run(cfg: StudyConfig, name: str):

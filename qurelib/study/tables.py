@@ -1,38 +1,52 @@
-"""Tables of the study: rows of dicts that render in Jupyter and in a terminal, and go to disk as
-.json (every number) and .md (rounded for reading)."""
+"""Tables of the study: rows of dicts shown as pandas DataFrames (HTML in Jupyter and in the HTML
+export, text in a terminal) and written as .json (every number) and .md (rounded for reading)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from qurelib.files import write_json_atomic, write_text_atomic
+
+UNKNOWN = "—"  # e.g. a false-negative count on data whose positives are not all known
 
 
 class Table(list):
-    """Rows (dicts) that render as a Markdown table in Jupyter and as text in a terminal."""
+    """Rows (dicts) of one study table. `frame` is the pandas DataFrame; Jupyter shows it as an
+    HTML table with the study's number format (`fmt`), the .json / .md files hold the same rows."""
 
-    def _repr_markdown_(self) -> str:
-        return to_markdown(self)
+    @property
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(list(self))
+
+    def _repr_html_(self) -> str:
+        if not self:
+            return "<p>(no rows)</p>"
+        return self.frame.style.format(fmt).hide(axis="index").to_html()
 
     def __str__(self) -> str:
         return to_markdown(self)
 
 
-def _fmt(value) -> str:
-    """Floats: two decimals, or four significant digits below 1 (losses, temperatures)."""
-    if value is None:
-        return "—"  # unknown (e.g. a false-negative count on data whose positives are not all known)
+def fmt(value) -> str:
+    """One cell: None / NaN -> "—" (unknown); floats with two decimals, or four significant digits
+    below 1 (losses, temperatures); integers and text as they are."""
+    if value is None or (isinstance(value, float) and value != value):
+        return UNKNOWN
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}"
     return str(value)
 
 
 def to_markdown(rows: list[dict]) -> str:
+    """A Markdown table of the rows (`|` inside a header or cell is escaped)."""
     if not rows:
         return "(no rows)"
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    cell = lambda v: fmt(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
