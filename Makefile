@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # CPU machines: the pinned CPU wheel. GPU users: see the README (TORCH_SPEC= keeps an installed torch).
 TORCH_SPEC ?= torch==2.13.0
-RUN := runs/$(PROFILE)
+RUNS ?= runs
+RUN := $(RUNS)/$(PROFILE)
 STAGES := 00_make_data 01_warmup 02_mine_negatives 03_preference_finetune 04_evaluate 05_explore
 LIB := $(shell find qurelib -name '*.py' 2>/dev/null)
 # Real datasets: make reproduce PROFILE=paper-fiq DATA_ROOT=/path/to/fashioniq
@@ -38,10 +39,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,notebooks]"
 	touch $@
 
-# the smoke chain first: tests/test_notebook_outputs.py looks at its executed notebooks
+# The smoke chain first, in a fresh temporary runs folder (QURELIB_RUNS_DIR), so the library under
+# test is what trains; tests/test_notebook_outputs.py then looks at its executed notebooks, and the
+# notebooks under nbval reuse its runs. Line coverage per module is printed at the end.
 test: venv
-	$(MAKE) --no-print-directory reproduce PROFILE=smoke
-	$(PY) -m pytest -q tests notebooks --nbval-lax
+	@tmp=$$(mktemp -d -t qurelib-test-runs.XXXXXX) && \
+	QURELIB_RUNS_DIR=$$tmp $(MAKE) --no-print-directory reproduce PROFILE=smoke RUNS=$$tmp && \
+	QURELIB_RUNS_DIR=$$tmp $(PY) -m pytest -q tests notebooks --nbval-lax --cov=qurelib --cov-report=term \
+		--cov-report=html:$$tmp/coverage && rm -rf $$tmp
 
 test-unit: venv
 	$(PY) -m pytest -q tests

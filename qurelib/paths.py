@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
-RUNS_DIR = REPO_ROOT / "runs"
+# QURELIB_RUNS_DIR moves every run elsewhere: `make test` trains the smoke chain in a fresh
+# temporary folder, so the library under test is what trains (never a finished run of older code).
+RUNS_DIR = Path(os.environ.get("QURELIB_RUNS_DIR") or REPO_ROOT / "runs")
 FIGURES_DIR = REPO_ROOT / "figures"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = REPO_ROOT / "params"
