@@ -45,14 +45,15 @@ def prepare_data(cfg: StudyConfig) -> Path:
     real one is an error listing them), and record the dataset in data.json."""
     if cfg.dataset == "fashion-shapes":
         root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed)
-        if _unreadable_images(cfg):  # the generator is deterministic: regenerate rather than fail
-            root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed, force=True)
     else:
         root = cfg.root
         if not root.is_dir():
             raise DatasetError(f"data_root {root} does not exist (dataset {cfg.dataset!r}); "
                                f"see README.md, section 'Datasets'")
     bad = _unreadable_images(cfg)
+    if bad and cfg.dataset == "fashion-shapes":  # the generator is deterministic: regenerate, check again
+        root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed, force=True)
+        bad = _unreadable_images(cfg)
     if bad:
         listing = "\n".join(f"  {split}: {image_id} -> {path}" for split, image_id, path in bad[:20])
         raise DatasetError(f"{len(bad)} image(s) of {root} are missing or do not decode:\n{listing}\n"
