@@ -13,7 +13,9 @@ the parity on random and adversarial inputs.
   the columns whose scores lie between the two boundary values, with exact tie handling where a
   run of equal scores straddles a boundary. Rows the top-m cannot settle (equal drops at the m-th
   place, or no valid pair among the m steepest) are returned as *undecided*: the caller
-  (`qure.mine_hard_negatives`) hands them to the reference row function.
+  (`qure.mine_hard_negatives`) hands them to the reference row function. A drop `window` masks
+  the drops beyond the first W tail images before the top-m, so windowed rows are decided here as
+  well. The "scale_free" rule has no batched form yet: all its drops rows come back undecided.
 
 This module is a leaf: arrays in, arrays out; it imports nothing from qurelib.
 """
@@ -125,18 +127,25 @@ class _TorchOps:
     to_numpy = staticmethod(lambda t: t.cpu().numpy())
 
 
-def _drop_bounds(xp, srt, rank, rule: str, thr: int, top_m: int):
+def _drop_bounds(xp, srt, rank, rule: str, thr: int, top_m: int, window: int | None = None):
     """Tail drop positions (a, b) per row from the m steepest drops.
 
-    srt: (B, N) sorted descending; rank: (B,) target position. Returns a, b (B,) in tail
-    coordinates and status (B,): 0 found, 1 fallback (no valid pair), 2 undecided (slow path).
+    srt: (B, N) sorted descending; rank: (B,) target position; window: tail images searched
+    (None: all). Returns a, b (B,) in tail coordinates and status (B,): 0 found, 1 fallback (no
+    valid pair), 2 undecided (slow path).
     """
     n = srt.shape[1]
+    if rule == "scale_free":  # no batched form: every row to the reference (an empty range meanwhile)
+        return rank * 0 - 1, rank * 0 - 1, rank * 0 + 2
     drops = srt[:, :-1] - srt[:, 1:]  # (B, N-1); drop j between positions j and j+1, all >= 0
     start = rank + 1  # tail item 0's position
-    for i, s in enumerate(start.tolist()):  # drops above the tail never count
+    for i, s in enumerate(start.tolist()):  # drops above the tail (and beyond the window) never count
         drops[i, :s] = -1.0
+        if window is not None:
+            drops[i, s + window - 1:] = -1.0
     n_drops = (n - 1 - start).clip(min=0)  # (B,)
+    if window is not None:
+        n_drops = n_drops.clip(max=window - 1)  # drops between the first `window` tail images
     m = min(top_m, n - 1)
     if m < 2:
         return rank * 0, rank * 0, rank * 0 + 1
@@ -165,7 +174,7 @@ def _ceiling(s_t, ratio: float):
     return (s - (1.0 - ratio) * np.abs(s)).astype(np.float32)
 
 
-def _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m):
+def _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m, window=None):
     """Per row: positions [p0, p1] of its set in the stable order, the target's position,
     fallback flags and rows left to the reference (all (B,))."""
     n = vals.shape[1]
@@ -189,7 +198,7 @@ def _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m)
         p1 = last if k is None else p0 + k - 1
         p1 = p1 + ((p0 <= rank) & (rank <= p1)) * 1
         return p0, xp.minimum(p1, last), rank, none, none
-    a, b, status = _drop_bounds(xp, srt, rank, rule, thr, top_m)
+    a, b, status = _drop_bounds(xp, srt, rank, rule, thr, top_m, window)
     fb = status == 1
     p0 = xp.where(fb, xp.where(rank < n - 1, rank + 1, n_excl), rank + 2 + a)
     p1 = xp.where(fb, last, rank + 1 + b)
@@ -233,7 +242,8 @@ def _extract(xp, vals, srt, target, p0, p1, rank):
     return np.split(c[order], np.cumsum(counts)[:-1]), counts != expected, vals_np
 
 
-def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy, rule, thr, k, ratio, top_m):
+def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy, rule, thr, k, ratio, top_m,
+                window):
     """Sets, fallback flags and undecided flags of rows [start, stop) (an undecided row's set is empty)."""
     vals = xp.asarray(scores[start:stop].float())  # (B, N), a view: copied only to exclude
     target = xp.asarray(target_idx[start:stop].to(scores.device))
@@ -245,7 +255,7 @@ def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy,
         vals[xp.arange(stop - start, vals)[has], excl[has]] = float("inf")  # ranked above everything
         n_excl = n_excl + has * 1
     srt = xp.sort_desc(vals)
-    p0, p1, rank, fb, slow = _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m)
+    p0, p1, rank, fb, slow = _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m, window)
     per_row, straddle, vals_np = _extract(xp, vals, srt, target, p0, p1, rank)
     p0, p1, tn = xp.to_numpy(p0), xp.to_numpy(p1), xp.to_numpy(target)
     slow, fallback = xp.to_numpy(slow), xp.to_numpy(fb).copy()
@@ -263,10 +273,12 @@ def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy,
 
 def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, *, strategy: str, rule: str,
                                 consecutive_threshold: int, k: int | None, ratio: float | None,
-                                exclude: torch.Tensor | None, block_rows: int = 64, top_m: int = 8,
+                                exclude: torch.Tensor | None, window: int | None = None,
+                                block_rows: int = 64, top_m: int = 8,
                                 backend: str | None = None, workers: int | None = None
                                 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Fast path of `qure.mine_hard_negatives` (same arguments, validated there).
+    """Fast path of `qure.mine_hard_negatives` (same arguments, validated there; `window` is
+    already a count of tail images, `qure.window_size`).
 
     backend: "numpy" (default on CPU) or "torch" (default on CUDA; also runs on CPU).
     workers: threads over row blocks on the numpy backend (numpy releases the GIL in its sorts
@@ -281,7 +293,7 @@ def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, 
     if backend == "numpy":
         scores = scores.detach().float().cpu()
     starts = range(0, q_total, block_rows)
-    args = (strategy, rule, consecutive_threshold, k, ratio, top_m)
+    args = (strategy, rule, consecutive_threshold, k, ratio, top_m, window)
     run = lambda s: _mine_block(xp, backend, scores, target_idx, exclude, s, min(q_total, s + block_rows), *args)
     workers = workers or (torch.get_num_threads() if backend == "numpy" else 1)
     if workers > 1 and len(starts) > 1:
