@@ -190,11 +190,12 @@ def check_scores(scores: torch.Tensor, target_idx: torch.Tensor, exclude: torch.
 def _relative_drops(drops: np.ndarray) -> np.ndarray:
     """scale_free: each drop over the median of the drops within +-SCALE_FREE_HALF_WIDTH of it
     (float64; the median is floored at SCALE_FREE_EPS)."""
-    h, out = SCALE_FREE_HALF_WIDTH, np.zeros(len(drops))
-    for j in range(len(drops)):
-        local = np.median(drops[max(0, j - h):j + h + 1].astype(np.float64))
-        out[j] = float(drops[j]) / max(float(local), SCALE_FREE_EPS)
-    return out
+    h, drops = SCALE_FREE_HALF_WIDTH, drops.astype(np.float64)
+    if len(drops) == 0:
+        return drops
+    padded = np.pad(drops, h, constant_values=np.nan)  # windows clipped to the tail: NaN ignored
+    local = np.nanmedian(np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1), axis=1)
+    return drops / np.maximum(local, SCALE_FREE_EPS)
 
 
 def _drop_pair(drops: np.ndarray, rule: str, consecutive_threshold: int) -> tuple[int, int] | None:
@@ -289,7 +290,8 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
     if impl == "fast":  # batched; rows its top-m cannot settle come back undecided
         sets, fallback, todo = kernels.mine_hard_negatives_batched(
             scores, target_idx, strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
-            k=k, ratio=ratio, window=width, exclude=exclude, block_rows=block_rows)
+            k=k, ratio=ratio, window=width, scale_free=(SCALE_FREE_HALF_WIDTH, SCALE_FREE_EPS),
+            exclude=exclude, block_rows=block_rows)
     else:
         sets, fallback, todo = [None] * q_total, np.zeros(q_total, dtype=bool), np.ones(q_total, dtype=bool)
     for q in np.nonzero(todo)[0].tolist():  # one query at a time, as the paper states it

@@ -28,7 +28,8 @@ def mine_fast(scores: torch.Tensor, target: torch.Tensor, *, backend: str, exclu
     width = qure.window_size(window, scores.shape[1])
     sets, fallback, undecided = kernels.mine_hard_negatives_batched(
         scores, target, strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
-        k=k, ratio=ratio, window=width, exclude=exclude, block_rows=block_rows, top_m=top_m, backend=backend, workers=1)
+        k=k, ratio=ratio, window=width, scale_free=(qure.SCALE_FREE_HALF_WIDTH, qure.SCALE_FREE_EPS),
+        exclude=exclude, block_rows=block_rows, top_m=top_m, backend=backend, workers=1)
     for q in undecided.nonzero()[0].tolist():
         row = scores[q].detach().float().cpu().numpy()
         excl = -1 if exclude is None else int(exclude[q])
