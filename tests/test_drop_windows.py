@@ -118,3 +118,15 @@ def test_realistic_curves_windowed_are_decided_by_the_fast_path():
                                   dict(strategy="drops", rule="scale_free", window=100)])
     got, undecided = mine_fast(scores, target, backend="numpy", window=100, record="window realistic (count)")
     assert undecided <= 0.05 * len(got)
+
+
+def test_train_config_takes_a_window_as_a_fork_key():
+    from qurelib.train import FORK_KEYS, TrainConfig
+
+    assert TrainConfig(window=100).window == 100 and TrainConfig(window=0.02, rule="scale_free").window == 0.02
+    assert "window" in FORK_KEYS
+    for bad in (1, 1.5, True):
+        with pytest.raises(ValueError, match="window"):
+            TrainConfig(window=bad)
+    with pytest.raises(ValueError, match="window applies"):
+        TrainConfig(strategy="top_k", k=5, window=10)

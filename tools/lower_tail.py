@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="warmup_only", help="a model name of the study (load_named_model)")
     ap.add_argument("--windows", default="50,100,200", help="drop windows to audit, comma-separated")
     args = ap.parse_args(argv)
-    params = yaml.safe_load(args.params.read_text())
+    base = Path(__file__).resolve().parents[1] / "params" / "smoke.yaml"  # every parameter; profiles override
+    params = yaml.safe_load(base.read_text()) | (yaml.safe_load(args.params.read_text()) or {})
     cfg = study.study_config(**{k: params[k] for k in FIELDS})
     splits = study.load_splits(cfg, "train")
     model = study.load_named_model(cfg, args.model)
