@@ -103,3 +103,24 @@ def test_hardness_audit_lists_parse():
     for spec in audit.HARDNESS_AUDIT:
         audit.parse_spec(spec)
     assert audit.AUDIT == audit.HARDNESS_AUDIT[:len(audit.AUDIT)]
+
+
+def test_results_rows_carry_the_pooled_hardness():
+    from qurelib.study.report import audit_rows, mining_rows
+
+    def split(q, median, comp, corpus):
+        hard = {"queries": q, "size_mean": 4.0, "rank_median": median, "composition": comp}
+        return {"queries": q, "size_mean": 4.0, "fallbacks": 0, "hardness": hard, "corpus_composition": corpus,
+                "audit": {"all": {"queries": q, "size_mean": 9.0, "fallbacks": 0, "hardness": hard}}}
+
+    record = {"epoch": 2, "mining": {"dress": split(3, 0.9, {"0": 0.0, "1": 100.0}, {"0": 10.0, "1": 90.0}),
+                                     "shirt": split(1, 0.5, {"0": 4.0, "1": 96.0}, {"0": 50.0, "1": 50.0})}}
+    row = mining_rows([{"epoch": 0}, record])[0]
+    assert row["hardness"]["rank_median"] == pytest.approx(0.8)
+    assert row["hardness"]["composition"] == pytest.approx({"0": 1.0, "1": 99.0})
+    assert row["corpus_composition"] == pytest.approx({"0": 20.0, "1": 80.0})
+    assert audit_rows([record])[0]["hardness"]["rank_median"] == pytest.approx(0.8)
+    record["mining"]["shirt"]["corpus_composition"] = None  # real data: unknown, never 0
+    del record["mining"]["shirt"]["hardness"]
+    row = mining_rows([record])[0]
+    assert row["corpus_composition"] is None and row["hardness"] is None
