@@ -2,34 +2,57 @@
 strategies side by side): one list of audited strategies, one parser of their names, the
 statistics of a set, and one pooling over splits (query-weighted).
 
-A strategy is named by a spec string: "drops/released", "drops/paper", or another strategy of
+A strategy is named by a spec string: "drops/<rule>" with a rule of `qure.RULES` ("drops/released",
+"drops/paper", "drops/scale_free"), optionally "@<window>" for a drop search window
+("drops/released@100": the first 100 images below the target; "drops/released@0.02": the first
+2 % of the corpus; a window with a decimal point is a fraction), or another strategy of
 `qure.mine_hard_negatives` ("top_k", "after_target_top_k", "percent_of_positive", "all").
+
+Two audits: `hard_negative_stats` (sizes and false negatives) and `hardness_stats` (where H sits
+on the score curve and, where image attributes are known, what it is made of by attribute distance
+to the target: 0 = a false negative, 1 = one attribute off, ...).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
-from qurelib.qure import HardNegativeSets, mine_hard_negatives
+from qurelib.qure import HardNegativeSets, check_mining_args, mine_hard_negatives
 
 AUDIT = ("drops/released", "drops/paper", "top_k", "after_target_top_k", "percent_of_positive", "all")
+# The drop rules beyond the paper beside AUDIT's (a separate tuple, so AUDIT's columns stay as they are).
+HARDNESS_AUDIT = AUDIT + ("drops/released@100", "drops/scale_free")
 SIZED = ("top_k", "after_target_top_k", "percent_of_positive")  # strategies that take k
 
 
 def parse_spec(spec: str) -> dict:
-    """"drops/paper" -> {"strategy": "drops", "rule": "paper"}; a plain strategy keeps the released rule."""
-    strategy, _, rule = spec.partition("/")
-    if rule and strategy != "drops":
-        raise ValueError(f"audit spec {spec!r}: only 'drops' takes a rule (drops/released, drops/paper)")
-    return {"strategy": strategy, "rule": rule or "released"}
+    """"drops/paper" -> {"strategy": "drops", "rule": "paper", "window": None};
+    "drops/released@100" -> window 100; "drops/released@0.02" -> window 0.02 (a fraction of the
+    corpus); a plain strategy keeps the released rule and no window. ValueError for a bad spec."""
+    head, at, window_text = spec.partition("@")
+    strategy, _, rule = head.partition("/")
+    if (rule or at) and strategy != "drops":
+        raise ValueError(f"audit spec {spec!r}: only 'drops' takes a rule and a window "
+                         f"(e.g. drops/released, drops/scale_free@100)")
+    window = None
+    if at:
+        try:
+            window = float(window_text) if "." in window_text else int(window_text)
+        except ValueError:
+            raise ValueError(f"audit spec {spec!r}: the window after '@' must be an int count or a "
+                             f"fraction like 0.02; got {window_text!r}") from None
+    parsed = {"strategy": strategy, "rule": rule or "released", "window": window}
+    check_mining_args(parsed["strategy"], parsed["rule"], 1, 1, 1.0, window)  # names the bad part
+    return parsed
 
 
 def mine_spec(scores: torch.Tensor, target_idx: torch.Tensor, spec: str, *, k: int, ratio: float,
               exclude: torch.Tensor | None = None, consecutive_threshold: int = 1) -> HardNegativeSets:
     """The sets strategy `spec` mines from (Q, N) scores; the top-k strategies use `k`,
-    percent_of_positive uses `ratio` (and `k`)."""
+    percent_of_positive uses `ratio` (and `k`); a spec's "@window" sets the drop window."""
     parsed = parse_spec(spec)
     return mine_hard_negatives(scores, target_idx, **parsed, consecutive_threshold=consecutive_threshold,
                                k=k if parsed["strategy"] in SIZED else None,
@@ -69,11 +92,109 @@ def hard_negative_stats(sets: HardNegativeSets, positives: Sequence[Sequence[int
 def audit_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor,
                          positives: Sequence[Sequence[int]] | None, specs: Sequence[str] = AUDIT,
                          *, k: int, ratio: float, exclude: torch.Tensor | None = None,
-                         consecutive_threshold: int = 1) -> dict[str, dict]:
-    """`hard_negative_stats` of the sets each strategy in `specs` would mine from the same scores."""
-    return {spec: hard_negative_stats(mine_spec(scores, target_idx, spec, k=k, ratio=ratio, exclude=exclude,
-                                                consecutive_threshold=consecutive_threshold), positives)
-            for spec in specs}
+                         consecutive_threshold: int = 1, ranks: torch.Tensor | None = None,
+                         distance: torch.Tensor | None = None, levels: int | None = None) -> dict[str, dict]:
+    """`hard_negative_stats` of the sets each strategy in `specs` would mine from the same scores;
+    given `ranks` (`score_ranks(scores)`), each also carries `hardness_stats` under "hardness"
+    (with `distance`, `attribute_distances`, and `levels` for the composition)."""
+    out = {}
+    for spec in specs:
+        sets = mine_spec(scores, target_idx, spec, k=k, ratio=ratio, exclude=exclude,
+                         consecutive_threshold=consecutive_threshold)
+        out[spec] = hard_negative_stats(sets, positives)
+        if ranks is not None:
+            out[spec]["hardness"] = hardness_stats(sets, ranks, distance, levels)
+    return out
+
+
+# --- the hardness audit: where H sits on the curve and what it is made of ---------------------------
+def score_ranks(scores: torch.Tensor, chunk_rows: int = 256) -> torch.Tensor:
+    """(Q, N) int32: the position of every corpus column in its query's descending score order
+    (ties by column, as the mining ranks them), 0 = the best-scoring image."""
+    q, n = scores.shape
+    ranks = torch.empty(q, n, dtype=torch.int32)
+    positions = torch.arange(n, dtype=torch.int32).expand(min(q, chunk_rows), n)
+    for start in range(0, q, chunk_rows):
+        block = scores[start:start + chunk_rows].detach().float().cpu()  # (B, N)
+        order = torch.sort(block, dim=1, descending=True, stable=True).indices  # (B, N)
+        ranks[start:start + len(block)].scatter_(1, order, positions[:len(block)])
+    return ranks
+
+
+def attribute_names(attributes: Mapping[str, Mapping]) -> list[str]:
+    """The attribute names of Fashion-Shapes-style records (a composition has len + 1 levels)."""
+    return sorted(next(iter(attributes.values()))["attributes"]) if attributes else []
+
+
+def attribute_distances(attributes: Mapping[str, Mapping] | None, corpus_ids: Sequence[str],
+                        target_idx: torch.Tensor) -> torch.Tensor | None:
+    """(Q, N) int8: on how many attributes corpus image n differs from query q's target; -1 where
+    its category differs (outside the composition). None where attributes are unknown (real data).
+
+    attributes: {image_id: {"category": str, "attributes": {name: value}}} (Fashion-Shapes'
+    relevance records, `CIRSplit.attributes`); corpus_ids: the N corpus ids; target_idx: (Q,) int64.
+    """
+    if attributes is None:
+        return None
+    missing = [i for i in corpus_ids if i not in attributes]
+    if missing:
+        raise KeyError(f"attribute_distances: corpus image {missing[0]!r} has no attribute record "
+                       f"(expected {{'category': ..., 'attributes': {{...}}}})")
+    names = attribute_names(attributes)
+    vocab: dict[object, int] = {}  # value -> integer code
+    codes = torch.tensor([[vocab.setdefault(v, len(vocab)) for v in
+                           [attributes[i]["category"]] + [attributes[i]["attributes"][a] for a in names]]
+                          for i in corpus_ids], dtype=torch.long).reshape(len(corpus_ids), 1 + len(names))
+    # codes: (N, 1 + A), the category, then each attribute
+    target = codes[target_idx]  # (Q, 1 + A)
+    differ = (target[:, None, 1:] != codes[None, :, 1:]).sum(dim=2)  # (Q, N)
+    same_category = target[:, None, 0] == codes[None, :, 0]  # (Q, N)
+    return torch.where(same_category, differ, -1).to(torch.int8)
+
+
+def _composition(distance_of_members: torch.Tensor, levels: int) -> dict[str, float]:
+    """Percent of same-category members at each distance 0..levels-1 ({"0": .., "1": .., ...})."""
+    same = distance_of_members[distance_of_members >= 0].long()
+    counts = torch.bincount(same, minlength=levels)[:levels].double()
+    total = float(counts.sum())
+    return {str(d): (100.0 * float(counts[d]) / total if total else float("nan")) for d in range(levels)}
+
+
+def hardness_stats(sets: HardNegativeSets, ranks: torch.Tensor, distance: torch.Tensor | None = None,
+                   levels: int | None = None) -> dict:
+    """Where the mined sets sit on the score curve and, with `distance`, what they are made of.
+
+    sets: Q sets of corpus columns; ranks: (Q, N) `score_ranks` of the scores mined from;
+    distance: (Q, N) `attribute_distances`, or None where attributes are unknown; levels: the
+    distances 0 .. levels-1 reported (number of attributes + 1; None: the largest in `distance` + 1).
+    Returns "queries", "size_mean", "size_median"; "rank_median", "rank_p10", "rank_p90": the
+    quantiles of the members' positions as a fraction of the corpus (0 = the top, 1 = the last image;
+    over all members of all queries); "composition": percent of the members of the target's category
+    at each attribute distance ("0" = false negatives ...), or None when unknown (never 0);
+    "other_category": percent of members of another category (None when unknown).
+    """
+    q, n = ranks.shape
+    sizes = sets.sizes.double()  # (Q,)
+    row = torch.repeat_interleave(torch.arange(q), sets.sizes)  # (M,) query of each member
+    position = ranks[row, sets.indices].numpy() / max(n - 1, 1)  # (M,) float64
+    quantile = (lambda p: float(np.quantile(position, p))) if len(position) else (lambda p: float("nan"))
+    out = {"queries": q, "size_mean": float(sizes.mean()), "size_median": float(sizes.median()),
+           "rank_median": quantile(0.5), "rank_p10": quantile(0.1), "rank_p90": quantile(0.9),
+           "composition": None, "other_category": None}
+    if distance is not None:
+        member_distance = distance[row, sets.indices]  # (M,)
+        out["composition"] = _composition(member_distance, levels or int(distance.max()) + 1)
+        out["other_category"] = 100.0 * float((member_distance < 0).double().mean()) if len(row) else float("nan")
+    return out
+
+
+def corpus_composition(distance: torch.Tensor, target_idx: torch.Tensor, levels: int | None = None) -> dict[str, float]:
+    """The reference bar: percent of the corpus (each query's target left out, same category only)
+    at each attribute distance to the target, over all queries (what uniform random negatives are
+    made of). distance: (Q, N) int8; target_idx: (Q,); levels as in `hardness_stats`."""
+    keep = torch.ones_like(distance, dtype=torch.bool)
+    keep[torch.arange(len(target_idx)), target_idx] = False
+    return _composition(distance[keep], levels or int(distance.max()) + 1)
 
 
 def pool(per_split: Mapping[str, Mapping], weights: Mapping[str, float]) -> dict:
@@ -88,6 +209,18 @@ def pool(per_split: Mapping[str, Mapping], weights: Mapping[str, float]) -> dict
     keys = [k for k, v in first.items() if isinstance(v, float)
             and all(isinstance(per_split[s].get(k), float) for s in per_split)]
     return {k: sum(weights[s] * per_split[s][k] for s in per_split) / total for k in keys}
+
+
+def pool_hardness(per_split: Mapping[str, Mapping]) -> dict:
+    """`pool` of `hardness_stats` dicts weighted by their "queries", the composition pooled the
+    same way (None, unknown, if any split lacks it)."""
+    weights = {s: stats["queries"] for s, stats in per_split.items()}
+    pooled = pool(per_split, weights)
+    pooled["queries"] = sum(weights.values())
+    comps = {s: stats["composition"] for s, stats in per_split.items()}
+    known = all(c is not None for c in comps.values()) and len(comps) > 0
+    pooled["composition"] = pool(comps, weights) if known else None
+    return pooled
 
 
 def pool_mining(per_split: Mapping[str, Mapping]) -> dict:

@@ -13,7 +13,10 @@ the parity on random and adversarial inputs.
   the columns whose scores lie between the two boundary values, with exact tie handling where a
   run of equal scores straddles a boundary. Rows the top-m cannot settle (equal drops at the m-th
   place, or no valid pair among the m steepest) are returned as *undecided*: the caller
-  (`qure.mine_hard_negatives`) hands them to the reference row function.
+  (`qure.mine_hard_negatives`) hands them to the reference row function. A drop `window` masks
+  the drops beyond the first W tail images before the top-m, so windowed rows are decided here as
+  well; the "scale_free" rule divides every drop by a rolling median (sorted sliding windows, NaN
+  outside the searched range) before the same top-m and walk.
 
 This module is a leaf: arrays in, arrays out; it imports nothing from qurelib.
 """
@@ -95,6 +98,14 @@ class _NumpyOps:
 
     to_numpy = staticmethod(np.asarray)
 
+    @staticmethod
+    def sorted_windows(a, h):
+        """(B, D, 2h+1) float64: the NaN-padded centred windows of a (B, D), each sorted (NaN last)."""
+        padded = np.pad(a.astype(np.float64), ((0, 0), (h, h)), constant_values=np.nan)
+        return np.sort(np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1, axis=1), axis=2)
+
+    isnan, f64 = staticmethod(np.isnan), staticmethod(lambda a: a.astype(np.float64))
+
 
 class _TorchOps:
     """The same operations in torch, for CUDA (and for the CPU parity tests)."""
@@ -124,19 +135,48 @@ class _TorchOps:
 
     to_numpy = staticmethod(lambda t: t.cpu().numpy())
 
+    @staticmethod
+    def sorted_windows(a, h):
+        padded = torch.nn.functional.pad(a.double(), (h, h), value=float("nan"))
+        return padded.unfold(1, 2 * h + 1, 1).sort(dim=2).values  # NaN sorts last
 
-def _drop_bounds(xp, srt, rank, rule: str, thr: int, top_m: int):
+    isnan, f64 = staticmethod(torch.isnan), staticmethod(lambda a: a.double())
+
+
+def _relative_drops(xp, drops, outside, half_width: int, eps: float):
+    """scale_free (`qure._relative_drops` for a block): each drop over the median of the searched
+    drops within +-half_width of it, floored at eps; float64. drops, outside: (B, D)."""
+    win = xp.sorted_windows(xp.where(outside, float("nan"), drops), half_width)  # (B, D, W)
+    count = (~xp.isnan(win)).sum(2)  # (B, D) searched drops in each window
+    lo = ((count - 1) // 2).clip(min=0)
+    lo_v = xp.take(win.reshape(-1, win.shape[2]), lo.reshape(-1, 1)).reshape(lo.shape)
+    hi_v = xp.take(win.reshape(-1, win.shape[2]), (count // 2).reshape(-1, 1)).reshape(lo.shape)
+    local = (lo_v + hi_v) / 2  # the median: the middle value, or the mean of the two middle ones
+    return xp.f64(drops) / xp.maximum(local, eps + local * 0)
+
+
+def _drop_bounds(xp, srt, rank, rule: str, thr: int, top_m: int, window: int | None = None,
+                 scale_free: tuple[int, float] | None = None):
     """Tail drop positions (a, b) per row from the m steepest drops.
 
-    srt: (B, N) sorted descending; rank: (B,) target position. Returns a, b (B,) in tail
-    coordinates and status (B,): 0 found, 1 fallback (no valid pair), 2 undecided (slow path).
+    srt: (B, N) sorted descending; rank: (B,) target position; window: tail images searched
+    (None: all); scale_free: (half width, eps) of the scale_free rule. Returns a, b (B,) in tail coordinates and status (B,): 0 found, 1 fallback (no
+    valid pair), 2 undecided (slow path).
     """
     n = srt.shape[1]
     drops = srt[:, :-1] - srt[:, 1:]  # (B, N-1); drop j between positions j and j+1, all >= 0
     start = rank + 1  # tail item 0's position
-    for i, s in enumerate(start.tolist()):  # drops above the tail never count
-        drops[i, :s] = -1.0
+    outside = drops < 0  # (B, N-1) all False: drops above the tail (and beyond the window) never count
+    for i, s in enumerate(start.tolist()):
+        outside[i, :s] = True
+        if window is not None:
+            outside[i, s + window - 1:] = True
+    if rule == "scale_free":
+        drops = _relative_drops(xp, drops, outside, *scale_free)
+    drops[outside] = -1.0
     n_drops = (n - 1 - start).clip(min=0)  # (B,)
+    if window is not None:
+        n_drops = n_drops.clip(max=window - 1)  # drops between the first `window` tail images
     m = min(top_m, n - 1)
     if m < 2:
         return rank * 0, rank * 0, rank * 0 + 1
@@ -165,7 +205,7 @@ def _ceiling(s_t, ratio: float):
     return (s - (1.0 - ratio) * np.abs(s)).astype(np.float32)
 
 
-def _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m):
+def _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m, window=None, scale_free=None):
     """Per row: positions [p0, p1] of its set in the stable order, the target's position,
     fallback flags and rows left to the reference (all (B,))."""
     n = vals.shape[1]
@@ -189,7 +229,7 @@ def _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m)
         p1 = last if k is None else p0 + k - 1
         p1 = p1 + ((p0 <= rank) & (rank <= p1)) * 1
         return p0, xp.minimum(p1, last), rank, none, none
-    a, b, status = _drop_bounds(xp, srt, rank, rule, thr, top_m)
+    a, b, status = _drop_bounds(xp, srt, rank, rule, thr, top_m, window, scale_free)
     fb = status == 1
     p0 = xp.where(fb, xp.where(rank < n - 1, rank + 1, n_excl), rank + 2 + a)
     p1 = xp.where(fb, last, rank + 1 + b)
@@ -233,7 +273,8 @@ def _extract(xp, vals, srt, target, p0, p1, rank):
     return np.split(c[order], np.cumsum(counts)[:-1]), counts != expected, vals_np
 
 
-def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy, rule, thr, k, ratio, top_m):
+def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy, rule, thr, k, ratio, top_m,
+                window, scale_free):
     """Sets, fallback flags and undecided flags of rows [start, stop) (an undecided row's set is empty)."""
     vals = xp.asarray(scores[start:stop].float())  # (B, N), a view: copied only to exclude
     target = xp.asarray(target_idx[start:stop].to(scores.device))
@@ -245,7 +286,8 @@ def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy,
         vals[xp.arange(stop - start, vals)[has], excl[has]] = float("inf")  # ranked above everything
         n_excl = n_excl + has * 1
     srt = xp.sort_desc(vals)
-    p0, p1, rank, fb, slow = _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m)
+    p0, p1, rank, fb, slow = _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m, window,
+                                     scale_free)
     per_row, straddle, vals_np = _extract(xp, vals, srt, target, p0, p1, rank)
     p0, p1, tn = xp.to_numpy(p0), xp.to_numpy(p1), xp.to_numpy(target)
     slow, fallback = xp.to_numpy(slow), xp.to_numpy(fb).copy()
@@ -263,10 +305,14 @@ def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy,
 
 def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, *, strategy: str, rule: str,
                                 consecutive_threshold: int, k: int | None, ratio: float | None,
-                                exclude: torch.Tensor | None, block_rows: int = 64, top_m: int = 8,
+                                exclude: torch.Tensor | None, window: int | None = None,
+                                scale_free: tuple[int, float] | None = None,
+                                block_rows: int = 64, top_m: int = 8,
                                 backend: str | None = None, workers: int | None = None
                                 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Fast path of `qure.mine_hard_negatives` (same arguments, validated there).
+    """Fast path of `qure.mine_hard_negatives` (same arguments, validated there; `window` is
+    already a count of tail images, `qure.window_size`; `scale_free` is the rule's (half width,
+    eps), required for rule "scale_free").
 
     backend: "numpy" (default on CPU) or "torch" (default on CUDA; also runs on CPU).
     workers: threads over row blocks on the numpy backend (numpy releases the GIL in its sorts
@@ -281,7 +327,9 @@ def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, 
     if backend == "numpy":
         scores = scores.detach().float().cpu()
     starts = range(0, q_total, block_rows)
-    args = (strategy, rule, consecutive_threshold, k, ratio, top_m)
+    if rule == "scale_free" and scale_free is None:
+        raise ValueError("rule 'scale_free' needs scale_free=(half_width, eps)")
+    args = (strategy, rule, consecutive_threshold, k, ratio, top_m, window, scale_free)
     run = lambda s: _mine_block(xp, backend, scores, target_idx, exclude, s, min(q_total, s + block_rows), *args)
     workers = workers or (torch.get_num_threads() if backend == "numpy" else 1)
     if workers > 1 and len(starts) > 1:

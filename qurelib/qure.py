@@ -18,7 +18,14 @@ Two readings of Eqs. 6-7 exist (see ../shared/paper/facts.md section 2):
 - `rule="released"`: the released code's walk over drops ordered steepest first, taking the first
   consecutive pair (1st,2nd), (2nd,3rd), ... whose positions are more than
   `consecutive_threshold` apart.
-In both, ranking ties are broken by corpus index (a stable descending sort), equal drops break
+- `rule="scale_free"` (beyond the paper): the released walk over *relative* drops, each drop
+  divided by the median of the drops in a centred window of +-`SCALE_FREE_HALF_WIDTH` positions
+  (floored at `SCALE_FREE_EPS`), so a drop counts by how steep it is against the local spacing of
+  the curve and the naturally wide gaps of a sparse lower tail stop winning.
+- `window=W` (any rule, beyond the paper): the drops are searched only among the first W images
+  below the target (an int >= 2, or a float in (0, 1]: ceil(W * N) of the N corpus columns);
+  None searches the whole tail, as the paper and the released code do.
+In all, ranking ties are broken by corpus index (a stable descending sort), equal drops break
 toward the earlier position, and H is the tail slice between the two drops.
 
 Fallback (documented, flagged in `HardNegativeSets.fallback`): when a rule finds no valid pair
@@ -39,11 +46,13 @@ import torch.nn.functional as F
 from qurelib import kernels
 
 STRATEGIES = ("drops", "all", "top_k", "after_target_top_k", "percent_of_positive")
-RULES = ("released", "paper")
+RULES = ("released", "paper", "scale_free")
 # The method as released; TrainConfig and the notebooks take their defaults from here.
 DEFAULT_STRATEGY = "drops"
 DEFAULT_RULE = "released"
 DEFAULT_CONSECUTIVE_THRESHOLD = 1  # released: the two drop positions must differ by more than this
+SCALE_FREE_HALF_WIDTH = 5  # scale_free: the local median spans drops j-5 .. j+5 (clipped to the tail)
+SCALE_FREE_EPS = 1e-6  # scale_free: floor of the local median (a plateau's is 0), in score units
 
 
 # --- Eq. 1: relevance scores ------------------------------------------------------------------
@@ -109,7 +118,7 @@ class HardNegativeSets:
 
 
 def check_mining_args(strategy: str, rule: str, consecutive_threshold: int, k: int | None,
-                      ratio: float | None) -> None:
+                      ratio: float | None, window: int | float | None = None) -> None:
     """Raise ValueError naming the first bad mining argument (both implementations call this, so
     they accept and refuse exactly the same inputs)."""
     if strategy not in STRATEGIES:
@@ -125,6 +134,20 @@ def check_mining_args(strategy: str, rule: str, consecutive_threshold: int, k: i
         raise ValueError(f"strategy {strategy!r} needs k >= 1; got k=None")
     if strategy == "percent_of_positive" and (ratio is None or not 0 < ratio <= 1):
         raise ValueError(f"strategy 'percent_of_positive' needs 0 < ratio <= 1; got ratio={ratio}")
+    if window is None:
+        return
+    if strategy != "drops":
+        raise ValueError(f"window applies to strategy 'drops' only; got window={window!r} with {strategy!r}")
+    if isinstance(window, bool) or not isinstance(window, (int, float)) \
+            or (isinstance(window, int) and window < 2) or (isinstance(window, float) and not 0 < window <= 1):
+        raise ValueError(f"window must be None (the whole tail), an int >= 2 (images below the target) or a "
+                         f"float in (0, 1] (a fraction of the corpus); got window={window!r}")
+
+
+def window_size(window: int | float | None, n: int) -> int | None:
+    """The drop search window as a count of tail images: an int as is, a fraction f of the N corpus
+    columns as ceil(f * N), None as None (the whole tail)."""
+    return math.ceil(window * n) if isinstance(window, float) else window
 
 
 def _as_columns(idx, name: str) -> torch.Tensor | None:
@@ -164,15 +187,28 @@ def check_scores(scores: torch.Tensor, target_idx: torch.Tensor, exclude: torch.
             raise ValueError(f"query {int(clash.nonzero()[0])}: exclude equals the target column")
 
 
+def _relative_drops(drops: np.ndarray) -> np.ndarray:
+    """scale_free: each drop over the median of the drops within +-SCALE_FREE_HALF_WIDTH of it
+    (float64; the median is floored at SCALE_FREE_EPS)."""
+    h, drops = SCALE_FREE_HALF_WIDTH, drops.astype(np.float64)
+    if len(drops) == 0:
+        return drops
+    padded = np.pad(drops, h, constant_values=np.nan)  # windows clipped to the tail: NaN ignored
+    local = np.nanmedian(np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1), axis=1)
+    return drops / np.maximum(local, SCALE_FREE_EPS)
+
+
 def _drop_pair(drops: np.ndarray, rule: str, consecutive_threshold: int) -> tuple[int, int] | None:
     """Positions (a, b), a < b, of the two drops bounding H; None when no pair qualifies."""
+    if rule == "scale_free":
+        drops = _relative_drops(drops)
     order = np.argsort(-drops, kind="stable")  # steepest first; equal drops: earlier first
     if rule == "paper":
         if len(order) < 2:
             return None
         a, b = sorted(order[:2].tolist())
         return a, b
-    for i in range(len(order) - 1):  # released: consecutive pairs in steepness order
+    for i in range(len(order) - 1):  # released and scale_free: consecutive pairs in steepness order
         a, b = sorted((int(order[i]), int(order[i + 1])))
         if b - a > consecutive_threshold:
             return a, b
@@ -180,8 +216,10 @@ def _drop_pair(drops: np.ndarray, rule: str, consecutive_threshold: int) -> tupl
 
 
 def _mine_row(row: np.ndarray, target: int, exclude: int, strategy: str, rule: str,
-              consecutive_threshold: int, k: int | None, ratio: float | None) -> tuple[np.ndarray, bool]:
-    """One query's negatives (descending score) and whether the fallback was used."""
+              consecutive_threshold: int, k: int | None, ratio: float | None,
+              window: int | None = None) -> tuple[np.ndarray, bool]:
+    """One query's negatives (descending score) and whether the fallback was used; `window` is
+    a count of tail images (see `window_size`) or None."""
     cols = np.arange(len(row))
     cols = cols[cols != exclude]
     order = cols[np.argsort(-row[cols], kind="stable")]  # Eq. 4: ranking, ties by column
@@ -198,7 +236,7 @@ def _mine_row(row: np.ndarray, target: int, exclude: int, strategy: str, rule: s
         s_t = float(row[target])
         ceiling = s_t - (1.0 - ratio) * abs(s_t)  # = ratio * s_t for a positive target score
         return others[row[others] <= ceiling][:k], False
-    y = row[tail]
+    y = row[tail[:window]]  # the drop search range: the first `window` images below the target
     pair = _drop_pair(y[:-1] - y[1:], rule, consecutive_threshold)  # Eq. 6
     if pair is None:
         return (tail if len(tail) else others), True
@@ -209,7 +247,8 @@ def _mine_row(row: np.ndarray, target: int, exclude: int, strategy: str, rule: s
 def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strategy: str = DEFAULT_STRATEGY,
                         rule: str = DEFAULT_RULE, consecutive_threshold: int = DEFAULT_CONSECUTIVE_THRESHOLD,
                         k: int | None = None,
-                        ratio: float | None = None, exclude: torch.Tensor | None = None,
+                        ratio: float | None = None, window: int | float | None = None,
+                        exclude: torch.Tensor | None = None,
                         impl: str = "fast", block_rows: int = 64) -> HardNegativeSets:
     """Hard-negative set of every query (Sec. 3.2 and the Fig. 4 ablations).
 
@@ -220,10 +259,12 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
             "percent_of_positive" (NV-Retriever's TopK-PercPos: the k best images scoring at most
             `ratio` x the target's score; for a negative target score the ceiling is
             s_t - (1 - ratio)|s_t|, so it always lies below the target).
-        rule: "released" or "paper" (see the module docstring); drops strategy only.
+        rule: "released", "paper" or "scale_free" (see the module docstring); drops strategy only.
         consecutive_threshold: released rule: the chosen drop positions must differ by more.
         k: set size for the top-k strategies (None: no cap for percent_of_positive).
         ratio: the percent_of_positive ratio, e.g. 0.95.
+        window: drops strategy: search the drops among the first `window` images below the target
+            (int >= 2, or a float in (0, 1]: ceil(window * N)); None: the whole tail.
         exclude: optional (Q,) int64 column per query removed from the ranking (e.g. the
             reference image; -1 where a query has nothing to remove), or None.
         impl: "fast" (qurelib.kernels, batched) or "reference" (this file, one query at a time).
@@ -231,7 +272,7 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
     Returns:
         HardNegativeSets; sets are in descending score.
     """
-    check_mining_args(strategy, rule, consecutive_threshold, k, ratio)
+    check_mining_args(strategy, rule, consecutive_threshold, k, ratio, window)
     if not isinstance(block_rows, int) or isinstance(block_rows, bool) or block_rows < 1:
         raise ValueError(f"block_rows must be an int >= 1; got {block_rows!r}")
     scores = torch.as_tensor(scores)  # numpy accepted
@@ -245,18 +286,19 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
     check_scores(scores, target_idx.to(scores.device), None if exclude is None else exclude.to(scores.device))
     if impl not in ("fast", "reference"):
         raise ValueError(f"unknown impl {impl!r}; expected 'fast' or 'reference'")
-    q_total = scores.shape[0]
+    q_total, width = scores.shape[0], window_size(window, scores.shape[1])
     if impl == "fast":  # batched; rows its top-m cannot settle come back undecided
         sets, fallback, todo = kernels.mine_hard_negatives_batched(
             scores, target_idx, strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
-            k=k, ratio=ratio, exclude=exclude, block_rows=block_rows)
+            k=k, ratio=ratio, window=width, scale_free=(SCALE_FREE_HALF_WIDTH, SCALE_FREE_EPS),
+            exclude=exclude, block_rows=block_rows)
     else:
         sets, fallback, todo = [None] * q_total, np.zeros(q_total, dtype=bool), np.ones(q_total, dtype=bool)
     for q in np.nonzero(todo)[0].tolist():  # one query at a time, as the paper states it
         row = scores[q].detach().float().cpu().numpy()
         excl = -1 if exclude is None else int(exclude[q])
         sets[q], fallback[q] = _mine_row(row, int(target_idx[q]), excl, strategy, rule, consecutive_threshold,
-                                         k, ratio)
+                                         k, ratio, width)
     return HardNegativeSets.from_lists(sets, fallback)
 
 

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from qurelib.audit import audit_hard_negatives, hard_negative_stats
+from qurelib.audit import (attribute_distances, attribute_names, audit_hard_negatives, corpus_composition,
+                           hard_negative_stats, hardness_stats, score_ranks)
 from qurelib.data.schema import CIRSplit
 from qurelib.encode import ImageCache, autocast, build_image_cache, encode_split
 from qurelib.evaluate import evaluate_splits
@@ -50,7 +51,8 @@ HISTORY = "history.jsonl"
 NOT_RESUME_KEYS = frozenset({"device", "progress", "encode_batch_size"})  # may differ on resume
 # May differ between a warm-up run and a fork of it (`init_from`): they act only from the first
 # re-mining on, and a fork must start before it.
-FORK_KEYS = frozenset({"strategy", "rule", "consecutive_threshold", "k", "ratio", "exclude_reference", "audit",
+FORK_KEYS = frozenset({"strategy", "rule", "consecutive_threshold", "window", "k", "ratio", "exclude_reference",
+                       "audit",
                        "audit_k", "audit_ratio", "eval_every"})
 
 
@@ -67,8 +69,10 @@ class TrainConfig:
     loss: str = "bradley_terry"      # "bradley_terry" (QuRe) | "info_nce" (in-batch baseline)
     warmup: bool = True              # first E // n_def epochs: random negatives from corpus \ target
     strategy: str = DEFAULT_STRATEGY  # mine_hard_negatives strategy (Fig. 4 ablations): QuRe's drops
-    rule: str = DEFAULT_RULE         # drops rule: "released" | "paper"
+    rule: str = DEFAULT_RULE         # drops rule: "released" | "paper" | "scale_free"
     consecutive_threshold: int = DEFAULT_CONSECUTIVE_THRESHOLD  # released rule: drop positions differ by more
+    window: int | float | None = None  # drops: search the first W images below the target (int), or
+    #                                    ceil(W * N) (float in (0, 1]); None = the whole tail (the paper)
     k: int | None = None             # set size of the top-k strategies
     ratio: float | None = None       # percent_of_positive ratio, e.g. 0.95
     exclude_reference: bool = False  # drop the reference from the mining ranking (released: kept)
@@ -90,7 +94,7 @@ class TrainConfig:
         bad = [msg for ok, msg in checks if not ok]
         if bad:
             raise ValueError(f"TrainConfig: expected {', '.join(bad)}; got {self}")
-        check_mining_args(self.strategy, self.rule, self.consecutive_threshold, self.k, self.ratio)
+        check_mining_args(self.strategy, self.rule, self.consecutive_threshold, self.k, self.ratio, self.window)
 
     @property
     def period(self) -> int:
@@ -158,7 +162,9 @@ def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
     """Encode with the current model, score and mine H within each split's own corpus.
 
     Returns the sets of all training queries in order, as cache rows, and per-split statistics
-    (`evaluate.hard_negative_stats`, plus the `config.audit` strategies under "audit").
+    (`audit.hard_negative_stats`, plus the `config.audit` strategies under "audit"; each with its
+    `audit.hardness_stats` under "hardness", and the split's "corpus_composition" (None without
+    image attributes)).
     """
     indptr, indices, fallback, stats = [torch.zeros(1, dtype=torch.long)], [], [], {}
     for name, split in progress_bar(data.splits.items(), desc=f"mine H (epoch {epoch})", show=config.progress,
@@ -172,13 +178,20 @@ def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
             exclude = split.reference_indices()  # -1 where the reference is not in the corpus
         sets = mine_hard_negatives(scores, target, strategy=config.strategy, rule=config.rule,
                                    consecutive_threshold=config.consecutive_threshold, k=config.k,
-                                   ratio=config.ratio, exclude=exclude)
+                                   ratio=config.ratio, window=config.window, exclude=exclude)
         positives = split.known_positive_indices()  # None on real data: FN counts unknown
+        ranks = score_ranks(scores)  # (Q_s, N_s), shared by every hardness audit of this split
+        distance = attribute_distances(split.attributes, split.corpus_ids, target)  # None: real data
+        levels = len(attribute_names(split.attributes)) + 1 if distance is not None else None
         stats[name] = hard_negative_stats(sets, positives)
+        stats[name]["hardness"] = hardness_stats(sets, ranks, distance, levels)
+        stats[name]["corpus_composition"] = None if distance is None else \
+            corpus_composition(distance, target, levels)
         if config.audit:
             stats[name]["audit"] = audit_hard_negatives(
                 scores, target, positives, config.audit, k=config.audit_k, ratio=config.audit_ratio,
-                exclude=exclude, consecutive_threshold=config.consecutive_threshold)
+                exclude=exclude, consecutive_threshold=config.consecutive_threshold, ranks=ranks,
+                distance=distance, levels=levels)
         indptr.append(sets.indptr[1:] + indptr[-1][-1])
         indices.append(data.corpus_rows[name][sets.indices])
         fallback.append(sets.fallback)

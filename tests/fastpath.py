@@ -22,17 +22,19 @@ TOTALS: dict[str, list[int]] = defaultdict(lambda: [0, 0])
 def mine_fast(scores: torch.Tensor, target: torch.Tensor, *, backend: str, exclude=None, top_m: int = 8,
               block_rows: int = 5, strategy: str = "drops", rule: str = "released",
               consecutive_threshold: int = 1, k: int | None = None, ratio: float | None = None,
-              record: str | None = None) -> tuple[qure.HardNegativeSets, int]:
+              window: int | float | None = None, record: str | None = None) -> tuple[qure.HardNegativeSets, int]:
     """The fast path's sets and the number of rows it left undecided (which `qure` would hand
     to its reference row function; here they are mined by that function so the sets are complete)."""
+    width = qure.window_size(window, scores.shape[1])
     sets, fallback, undecided = kernels.mine_hard_negatives_batched(
         scores, target, strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
-        k=k, ratio=ratio, exclude=exclude, block_rows=block_rows, top_m=top_m, backend=backend, workers=1)
+        k=k, ratio=ratio, window=width, scale_free=(qure.SCALE_FREE_HALF_WIDTH, qure.SCALE_FREE_EPS),
+        exclude=exclude, block_rows=block_rows, top_m=top_m, backend=backend, workers=1)
     for q in undecided.nonzero()[0].tolist():
         row = scores[q].detach().float().cpu().numpy()
         excl = -1 if exclude is None else int(exclude[q])
         sets[q], fallback[q] = qure._mine_row(row, int(target[q]), excl, strategy, rule, consecutive_threshold,
-                                              k, ratio)
+                                              k, ratio, width)
     n_undecided = int(undecided.sum())
     if record is not None:
         TOTALS[record][0] += len(sets) - n_undecided

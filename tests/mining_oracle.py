@@ -15,6 +15,12 @@ The contract it states:
   * rule "paper": the two steepest drops, wherever they are.
   * rule "released": walk the pairs (1st, 2nd), (2nd, 3rd), ... of that order and take the first
     whose positions differ by more than `consecutive_threshold`.
+  * rule "scale_free": as "released", but over relative drops r_j = d_j / max(m_j, 1e-6), m_j
+    the median (mean of the two middle values for an even count) of the drops at positions
+    j-5 .. j+5 that exist; computed in double precision from the float32 drops.
+  * window W (any rule): only the first W tail items take part (so only the drops between them);
+    a float W is a fraction of the N corpus columns, ceil(W * N) items. W must be None, an int
+    >= 2 or a float in (0, 1], and only the drops strategy takes one.
   H (Eq. 7) = the tail items after the upper drop up to and including the lower one's top item:
   for drops at positions a < b, tail[a+1 .. b].
 - Fallback: no qualifying pair (fewer than two drops, or every walked pair too close) gives the
@@ -29,7 +35,12 @@ The contract it states:
 
 from __future__ import annotations
 
+import math
+import statistics
+
 import numpy as np
+
+HALF_WIDTH, EPS = 5, 1e-6  # scale_free's local median window and floor
 
 
 def ranking(row, exclude: int = -1) -> list[int]:
@@ -63,14 +74,34 @@ def choose_drops(drops: list[float], rule: str, consecutive_threshold: int = 1):
             if b - a > consecutive_threshold:
                 return a, b
         return None
+    if rule == "scale_free":
+        relative = []
+        for j in range(len(drops)):
+            near = drops[max(0, j - HALF_WIDTH):min(len(drops), j + HALF_WIDTH + 1)]
+            relative.append(drops[j] / max(statistics.median(near), EPS))
+        return choose_drops(relative, "released", consecutive_threshold)
     raise ValueError(rule)
+
+
+def window_items(window, n: int):
+    """How many tail items the drop search sees; raises ValueError for a bad window."""
+    if window is None:
+        return None
+    if type(window) is int and window >= 2:
+        return window
+    if type(window) is float and 0 < window <= 1:
+        return math.ceil(window * n)
+    raise ValueError(f"bad window {window!r}")
 
 
 def mine_row(row, target: int, *, strategy: str = "drops", rule: str = "released",
              consecutive_threshold: int = 1, k: int | None = None, ratio: float | None = None,
-             exclude: int = -1) -> tuple[list[int], bool]:
+             exclude: int = -1, window=None) -> tuple[list[int], bool]:
     """One query's hard negatives (columns, best first) and its fallback flag."""
     values = [float(v) for v in row]
+    if window is not None and strategy != "drops":
+        raise ValueError("window without drops")
+    width = window_items(window, len(values))
     ranked = ranking(values, exclude)
     position = ranked.index(target)
     others = [c for c in ranked if c != target]
@@ -88,7 +119,8 @@ def mine_row(row, target: int, *, strategy: str = "drops", rule: str = "released
         return (below if k is None else below[:k]), False
     if strategy != "drops":
         raise ValueError(strategy)
-    pair = choose_drops(drop_sizes([values[c] for c in tail]), rule, consecutive_threshold)
+    searched = tail if width is None else tail[:width]
+    pair = choose_drops(drop_sizes([values[c] for c in searched]), rule, consecutive_threshold)
     if pair is None:
         return (tail if tail else others), True
     a, b = pair

@@ -108,6 +108,31 @@ def test_drops_invariants_and_parity(inputs, rule, thr):
         assert got.fallback.tolist() == want_flags, backend
 
 
+@settings(SETTINGS, max_examples=120)
+@given(mining_inputs(), st.sampled_from(["released", "paper", "scale_free"]), st.integers(0, 2),
+       st.one_of(st.none(), st.integers(2, 8), st.sampled_from([0.1, 0.5, 1.0])))
+def test_windowed_and_scale_free_drops_parity(inputs, rule, thr, window):
+    """Every searched drop lies within the window, so H does too; reference, fast and oracle agree."""
+    scores, targets, exclude = inputs
+    n, excl = scores.shape[1], torch.tensor(exclude)
+    cfg = dict(strategy="drops", rule=rule, consecutive_threshold=thr, window=window)
+    want_sets, want_flags = oracle.mine(scores, targets, exclude=exclude, **cfg)
+    ref = qure.mine_hard_negatives(scores, torch.tensor(targets), exclude=excl, impl="reference", **cfg)
+    width = oracle.window_items(window, n)
+    for q in range(len(targets)):
+        order = oracle.ranking(scores[q].tolist(), exclude[q])
+        tail = order[order.index(targets[q]) + 1:]
+        assert (ref[q].tolist(), bool(ref.fallback[q])) == (want_sets[q], want_flags[q]), "reference != oracle"
+        if not want_flags[q] and width is not None:
+            assert set(want_sets[q]) <= set(tail[:width]), "H outside the window"
+    for backend in ("numpy", "torch"):
+        got, undecided = mine_fast(scores, torch.tensor(targets), backend=backend, exclude=excl, top_m=n,
+                                   record="hypothesis window/scale_free (top-m = N)", k=None, ratio=None, **cfg)
+        assert undecided == 0
+        assert [got[q].tolist() for q in range(len(got))] == want_sets, backend
+        assert got.fallback.tolist() == want_flags, backend
+
+
 @SETTINGS
 @given(mining_inputs())
 def test_released_rule_with_threshold_zero_is_the_paper_rule(inputs):

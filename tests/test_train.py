@@ -78,6 +78,14 @@ def test_smoke_run_trains_remines_audits_and_evaluates(reference_run):
             assert stats["audit"]["top_k"]["size_max"] == 10
             # "all" holds every other image, so every query with >1 positive has a false negative
             assert stats["audit"]["all"]["queries_with_fn"] == pytest.approx(100.0)
+            # the hardness audit: Fashion-Shapes knows every attribute, so the composition is known
+            hard = stats["hardness"]
+            assert hard["size_mean"] == pytest.approx(stats["size_mean"])
+            assert 0.0 <= hard["rank_p10"] <= hard["rank_median"] <= hard["rank_p90"] <= 1.0
+            assert set(hard["composition"]) == {"0", "1", "2", "3", "4"}
+            assert sum(hard["composition"].values()) == pytest.approx(100.0)
+            assert sum(stats["corpus_composition"].values()) == pytest.approx(100.0)
+            assert stats["audit"]["all"]["hardness"]["composition"] == pytest.approx(stats["corpus_composition"])
     val = history[-1]["val"]
     assert {"R@10", "R@50", "avg"} <= set(val) and "nDCG@10" in val["dress"] and "P@5" in val["dress"]
     assert all(r["loss"] > 0 and r["temperature"] > 0 for r in history)

@@ -100,8 +100,16 @@ def results_table(results: dict, preferences: dict | None = None, against: str =
     return Table(rows)
 
 
+def _pooled_hardness(per_split: dict) -> dict | None:
+    """`audit.pool_hardness` of the splits' "hardness" entries (None for a history without them)."""
+    if not per_split or not all("hardness" in stats for stats in per_split.values()):
+        return None
+    return audit.pool_hardness({s: stats["hardness"] for s, stats in per_split.items()})
+
+
 def mining_rows(history: list[dict]) -> list[dict]:
-    """Per re-mining of a run: epoch, mean |H| and false-negative rate, pooled over splits."""
+    """Per re-mining of a run: epoch, mean |H| and false-negative rate, pooled over splits, and the
+    hardness audit (`audit.hardness_stats`, pooled) with the corpus's composition as reference."""
     rows = []
     for r in history:
         if "mining" not in r:
@@ -109,8 +117,17 @@ def mining_rows(history: list[dict]) -> list[dict]:
         pooled = audit.pool_mining(r["mining"])
         rows.append({"epoch": r["epoch"], "mean_size": pooled["size_mean"], "fallbacks": pooled["fallbacks"],
                      "fn_rate": pooled.get("fn_rate"),  # None (unknown) where positives are not all known
-                     "queries_with_fn": pooled.get("queries_with_fn")})
+                     "queries_with_fn": pooled.get("queries_with_fn"),
+                     "hardness": _pooled_hardness(r["mining"]), "corpus_composition": _corpus_composition(r)})
     return rows
+
+
+def _corpus_composition(record: dict) -> dict | None:
+    """The corpus's composition by attribute distance, pooled over splits (None where unknown)."""
+    per_split = {s: stats.get("corpus_composition") for s, stats in record["mining"].items()}
+    if not per_split or any(c is None for c in per_split.values()):
+        return None
+    return audit.pool(per_split, {s: stats["queries"] for s, stats in record["mining"].items()})
 
 
 def audit_rows(history: list[dict]) -> list[dict]:
@@ -122,7 +139,8 @@ def audit_rows(history: list[dict]) -> list[dict]:
         for spec in next(iter(per_split.values()), {}):
             pooled = audit.pool_mining({s: a[spec] for s, a in per_split.items()})
             rows.append({"epoch": r["epoch"], "strategy": spec, "mean_size": pooled["size_mean"],
-                         "fn_rate": pooled.get("fn_rate"), "queries_with_fn": pooled.get("queries_with_fn")})
+                         "fn_rate": pooled.get("fn_rate"), "queries_with_fn": pooled.get("queries_with_fn"),
+                         "hardness": _pooled_hardness({s: a[spec] for s, a in per_split.items()})})
     return rows
 
 

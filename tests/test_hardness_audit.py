@@ -1,0 +1,126 @@
+"""The hardness audit (qurelib.audit): ranks, attribute distances, H's position and composition,
+the corpus reference bar, pooling over splits, and the drop-window spec syntax; hand-computed."""
+
+import pytest
+import torch
+
+from qurelib import audit
+from qurelib.qure import HardNegativeSets
+
+# Two attributes, so distances 0..2; column 4 is another category.
+RECORDS = {
+    "a": {"category": "dress", "attributes": {"colour": "red", "pattern": "plain"}},
+    "b": {"category": "dress", "attributes": {"colour": "red", "pattern": "striped"}},
+    "c": {"category": "dress", "attributes": {"colour": "blue", "pattern": "striped"}},
+    "d": {"category": "dress", "attributes": {"colour": "blue", "pattern": "plain"}},
+    "e": {"category": "shirt", "attributes": {"colour": "red", "pattern": "plain"}},
+}
+CORPUS = ["a", "b", "c", "d", "e"]
+TARGET = torch.tensor([0, 2])  # query 0: target a; query 1: target c
+# query 0: order a b d e c -> ranks 0 1 4 2 3; query 1: order c b d a e -> ranks 3 1 0 2 4
+SCORES = torch.tensor([[0.9, 0.8, 0.1, 0.5, 0.3], [0.2, 0.7, 0.9, 0.6, 0.1]])
+SETS = HardNegativeSets.from_lists([torch.tensor([1, 3, 4]).numpy(), torch.tensor([3, 0]).numpy()], [False, False])
+
+
+def test_score_ranks_break_ties_by_column():
+    assert audit.score_ranks(torch.tensor([[3.0, 1.0, 2.0, 2.0]])).tolist() == [[0, 3, 1, 2]]
+    assert audit.score_ranks(SCORES, chunk_rows=1).tolist() == [[0, 1, 4, 2, 3], [3, 1, 0, 2, 4]]
+
+
+def test_attribute_distances_by_hand():
+    got = audit.attribute_distances(RECORDS, CORPUS, TARGET)
+    assert got.tolist() == [[0, 1, 2, 1, -1], [2, 1, 0, 1, -1]]
+    assert audit.attribute_distances(None, CORPUS, TARGET) is None
+    with pytest.raises(KeyError, match="'zz'"):
+        audit.attribute_distances(RECORDS, CORPUS + ["zz"], TARGET)
+
+
+def test_hardness_stats_by_hand():
+    distance = audit.attribute_distances(RECORDS, CORPUS, TARGET)
+    got = audit.hardness_stats(SETS, audit.score_ranks(SCORES), distance, levels=3)
+    # members: q0 cols 1 3 4 (distances 1 1 other; ranks 1 2 3), q1 cols 3 0 (distances 1 2; ranks 2 3)
+    # positions / (N - 1) = .25 .5 .75 .5 .75: median .5, p10 .25 + .4 * .25, p90 .75
+    assert got["composition"] == pytest.approx({"0": 0.0, "1": 75.0, "2": 25.0})
+    assert got["other_category"] == pytest.approx(20.0)
+    assert (got["rank_median"], got["rank_p10"], got["rank_p90"]) == pytest.approx((0.5, 0.35, 0.75))
+    assert (got["queries"], got["size_mean"], got["size_median"]) == (2, 2.5, 2.0)  # lower median, as
+    # hard_negative_stats has it
+
+
+def test_corpus_composition_leaves_the_target_out():
+    distance = audit.attribute_distances(RECORDS, CORPUS, TARGET)
+    # q0 without a: 1 2 1 (other left out); q1 without c: 2 1 1 -> four at 1, two at 2
+    assert audit.corpus_composition(distance, TARGET, levels=3) == pytest.approx(
+        {"0": 0.0, "1": 400 / 6, "2": 200 / 6})
+
+
+def test_unknown_attributes_give_none_never_zero():
+    got = audit.hardness_stats(SETS, audit.score_ranks(SCORES), None)
+    assert got["composition"] is None and got["other_category"] is None
+    assert got["rank_median"] == pytest.approx(0.5)
+    pooled = audit.pool_hardness({"real": got, "shapes": got | {"composition": {"0": 1.0}}})
+    assert pooled["composition"] is None and pooled["rank_median"] == pytest.approx(0.5)
+
+
+def test_pool_hardness_is_query_weighted():
+    a = {"queries": 2, "size_mean": 3.0, "rank_median": 0.5, "composition": {"0": 0.0, "1": 75.0, "2": 25.0}}
+    b = {"queries": 1, "size_mean": 6.0, "rank_median": 0.8, "composition": {"0": 9.0, "1": 51.0, "2": 40.0}}
+    pooled = audit.pool_hardness({"dress": a, "shirt": b})
+    assert pooled["queries"] == 3
+    assert pooled["size_mean"] == pytest.approx(4.0) and pooled["rank_median"] == pytest.approx(0.6)
+    assert pooled["composition"] == pytest.approx({"0": 3.0, "1": 67.0, "2": 30.0})
+
+
+def test_audit_carries_hardness_per_spec():
+    scores = torch.tensor([[1.0, 0.9, 0.8, 0.7, 0.2, 0.1], [0.1, 1.0, 0.5, 0.45, 0.4, -0.5]])
+    target = torch.tensor([0, 1])
+    ranks = audit.score_ranks(scores)
+    out = audit.audit_hard_negatives(scores, target, None, ("all", "drops/released@3"), k=2, ratio=0.9,
+                                     ranks=ranks)
+    assert out["all"]["hardness"]["rank_median"] == pytest.approx(0.6)  # ranks 1..5 of each, / 5
+    assert out["drops/released@3"]["hardness"]["composition"] is None
+    assert "hardness" not in audit.audit_hard_negatives(scores, target, None, ("all",), k=2, ratio=0.9)["all"]
+
+
+@pytest.mark.parametrize("spec,want", [
+    ("drops/released", dict(strategy="drops", rule="released", window=None)),
+    ("drops/paper@100", dict(strategy="drops", rule="paper", window=100)),
+    ("drops/scale_free@0.02", dict(strategy="drops", rule="scale_free", window=0.02)),
+    ("top_k", dict(strategy="top_k", rule="released", window=None)),
+])
+def test_parse_spec_windows(spec, want):
+    assert audit.parse_spec(spec) == want
+
+
+@pytest.mark.parametrize("spec", ["top_k@5", "drops/released@1", "drops/released@x", "drops/released@1.5",
+                                  "drops/nope"])
+def test_parse_spec_refuses(spec):
+    with pytest.raises(ValueError):
+        audit.parse_spec(spec)
+
+
+def test_hardness_audit_lists_parse():
+    for spec in audit.HARDNESS_AUDIT:
+        audit.parse_spec(spec)
+    assert audit.AUDIT == audit.HARDNESS_AUDIT[:len(audit.AUDIT)]
+
+
+def test_results_rows_carry_the_pooled_hardness():
+    from qurelib.study.report import audit_rows, mining_rows
+
+    def split(q, median, comp, corpus):
+        hard = {"queries": q, "size_mean": 4.0, "rank_median": median, "composition": comp}
+        return {"queries": q, "size_mean": 4.0, "fallbacks": 0, "hardness": hard, "corpus_composition": corpus,
+                "audit": {"all": {"queries": q, "size_mean": 9.0, "fallbacks": 0, "hardness": hard}}}
+
+    record = {"epoch": 2, "mining": {"dress": split(3, 0.9, {"0": 0.0, "1": 100.0}, {"0": 10.0, "1": 90.0}),
+                                     "shirt": split(1, 0.5, {"0": 4.0, "1": 96.0}, {"0": 50.0, "1": 50.0})}}
+    row = mining_rows([{"epoch": 0}, record])[0]
+    assert row["hardness"]["rank_median"] == pytest.approx(0.8)
+    assert row["hardness"]["composition"] == pytest.approx({"0": 1.0, "1": 99.0})
+    assert row["corpus_composition"] == pytest.approx({"0": 20.0, "1": 80.0})
+    assert audit_rows([record])[0]["hardness"]["rank_median"] == pytest.approx(0.8)
+    record["mining"]["shirt"]["corpus_composition"] = None  # real data: unknown, never 0
+    del record["mining"]["shirt"]["hardness"]
+    row = mining_rows([record])[0]
+    assert row["corpus_composition"] is None and row["hardness"] is None
