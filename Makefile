@@ -84,8 +84,15 @@ $(RUN)/%.ipynb: notebooks/%.ipynb params/$(PROFILE).yaml | venv
 
 # --- the ablation: notebook 03 once per strategy, each a fork of the same warm-up (make -j ok) ---
 ABLATION_K ?= 20
-ABLATION := drops_paper top_k after_target_top_k percent_of_positive all
+# beyond the paper (issue 11): the drops searched in the first 2 / 5 / 10 % of the corpus below the
+# target (2 %: the share of the paper's top-k ablations, k = 100 of ~6,000), and the scale-free rule
+ABLATION := drops_paper top_k after_target_top_k percent_of_positive all \
+	drops_window_0.02 drops_window_0.05 drops_window_0.1 drops_scale_free
 args_drops_paper := -p strategy drops -p rule paper
+args_drops_window_0.02 := -p strategy drops -p window 0.02
+args_drops_window_0.05 := -p strategy drops -p window 0.05
+args_drops_window_0.1 := -p strategy drops -p window 0.1
+args_drops_scale_free := -p strategy drops -p rule scale_free
 args_top_k := -p strategy top_k -p k $(ABLATION_K)
 args_after_target_top_k := -p strategy after_target_top_k -p k $(ABLATION_K)
 args_percent_of_positive := -p strategy percent_of_positive -p ratio 0.95 -p k $(ABLATION_K)

@@ -20,11 +20,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from qurelib.qure import HardNegativeSets, check_mining_args, mine_hard_negatives
+from qurelib.qure import SUGGESTED_WINDOW, HardNegativeSets, check_mining_args, mine_hard_negatives
 
 AUDIT = ("drops/released", "drops/paper", "top_k", "after_target_top_k", "percent_of_positive", "all")
 # The drop rules beyond the paper beside AUDIT's (a separate tuple, so AUDIT's columns stay as they are).
-HARDNESS_AUDIT = AUDIT + ("drops/released@100", "drops/scale_free")
+HARDNESS_AUDIT = AUDIT + (f"drops/released@{SUGGESTED_WINDOW}", "drops/scale_free")
 SIZED = ("top_k", "after_target_top_k", "percent_of_positive")  # strategies that take k
 
 

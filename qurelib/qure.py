@@ -53,6 +53,9 @@ DEFAULT_RULE = "released"
 DEFAULT_CONSECUTIVE_THRESHOLD = 1  # released: the two drop positions must differ by more than this
 SCALE_FREE_HALF_WIDTH = 5  # scale_free: the local median spans drops j-5 .. j+5 (clipped to the tail)
 SCALE_FREE_EPS = 1e-6  # scale_free: floor of the local median (a plateau's is 0), in score units
+# The suggested drop search window (beyond the paper; the method's default stays None, the whole
+# tail): 2 % of the corpus, the share the paper's top-k ablations keep (k = 100 of ~6,000 images).
+SUGGESTED_WINDOW = 0.02
 
 
 # --- Eq. 1: relevance scores ------------------------------------------------------------------
@@ -300,6 +303,28 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
         sets[q], fallback[q] = _mine_row(row, int(target_idx[q]), excl, strategy, rule, consecutive_threshold,
                                          k, ratio, width)
     return HardNegativeSets.from_lists(sets, fallback)
+
+
+def fill_empty_sets(sets: HardNegativeSets, scores: torch.Tensor, target_idx: torch.Tensor,
+                    exclude: torch.Tensor | None = None) -> HardNegativeSets:
+    """For training: every query whose set is empty (after-target top-k with the target ranked
+    last; percent-of-positive with no image under the ceiling) gets the drops rule's last resort,
+    every image but its target (and excluded column) in descending score, flagged as a fallback.
+    Other sets are returned unchanged; the audit reports the sets as mined, before this."""
+    empty = np.nonzero(sets.sizes.numpy() == 0)[0]
+    if not len(empty):
+        return sets
+    lists = [sets[q].numpy() for q in range(len(sets))]
+    fallback = sets.fallback.numpy().copy()
+    for q in empty.tolist():  # rare rows: one query at a time
+        row = scores[q].detach().float().cpu().numpy()
+        keep = np.ones(len(row), dtype=bool)
+        keep[int(target_idx[q])] = False
+        if exclude is not None and int(exclude[q]) >= 0:
+            keep[int(exclude[q])] = False
+        cols = np.nonzero(keep)[0]
+        lists[q], fallback[q] = cols[np.argsort(-row[cols], kind="stable")], True
+    return HardNegativeSets.from_lists(lists, fallback)
 
 
 # --- Sec. 3.2: one negative per query per epoch -------------------------------------------------

@@ -41,7 +41,7 @@ from qurelib.model import load_checkpoint, resolve_device, save_checkpoint
 from qurelib.progress import progress_bar
 from qurelib.provenance import git_commit, split_fingerprint
 from qurelib.qure import (DEFAULT_CONSECUTIVE_THRESHOLD, DEFAULT_RULE, DEFAULT_STRATEGY, RULES, STRATEGIES,
-                          HardNegativeSets, NegativeSampler, bradley_terry_loss, check_mining_args,
+                          HardNegativeSets, NegativeSampler, bradley_terry_loss, check_mining_args, fill_empty_sets,
                           info_nce_loss, mine_hard_negatives, score_corpus)
 
 LOSSES = ("bradley_terry", "info_nce")
@@ -192,6 +192,8 @@ def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
                 scores, target, positives, config.audit, k=config.audit_k, ratio=config.audit_ratio,
                 exclude=exclude, consecutive_threshold=config.consecutive_threshold, ranks=ranks,
                 distance=distance, levels=levels)
+        stats[name]["emptied_filled"] = int((sets.sizes == 0).sum())  # trained on every other image instead
+        sets = fill_empty_sets(sets, scores, target, exclude)  # the statistics above: the sets as mined
         indptr.append(sets.indptr[1:] + indptr[-1][-1])
         indices.append(data.corpus_rows[name][sets.indices])
         fallback.append(sets.fallback)

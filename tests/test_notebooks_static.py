@@ -144,7 +144,7 @@ def test_library_defaults_match_the_notebook_defaults():
     from qurelib.train import TrainConfig
 
     deliberate = {"epochs", "n_def", "batch_size", "lr", "seed", "eval_every",  # the study's own schedule
-                  "k", "ratio",  # notebooks use 0 / 0.95 for "no cap" / the TopK-PercPos default
+                  "k", "window", "ratio",  # notebooks use 0 / 0 / 0.95 for "no cap" / "whole tail" / TopK-PercPos
                   "audit_k"}  # 20 of ~1,350 images on Fashion-Shapes, the paper's 100 of ~6,000 scaled
     smoke = yaml.safe_load((PARAMS_DIR / "smoke.yaml").read_text())
     for f in fields(TrainConfig):

@@ -205,3 +205,19 @@ def test_info_nce_by_hand():
     logits = torch.tensor([[1.0, 0.6], [0.0, 0.8]]) / tau
     by_hand = -(torch.log_softmax(logits, 1).diagonal()).mean()
     assert qure.info_nce_loss(q, t, tau).item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
+def test_fill_empty_sets_gives_every_other_image_in_score_order_and_flags_it():
+    from qurelib.qure import fill_empty_sets
+
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.3], [0.9, 0.2, 0.5, 0.1]])
+    target = torch.tensor([0, 1])
+    # after-target top-k: query 0's target is ranked last (empty); query 1's tail is 3
+    sets = qure.mine_hard_negatives(scores, target, strategy="after_target_top_k", k=2)
+    assert sets.sizes.tolist() == [0, 1]
+    filled = fill_empty_sets(sets, scores, target)
+    assert filled[0].tolist() == [1, 2, 3] and filled[1].tolist() == [3]
+    assert filled.fallback.tolist() == [True, False]
+    excluded = fill_empty_sets(sets, scores, target, exclude=torch.tensor([2, -1]))
+    assert excluded[0].tolist() == [1, 3]
+    assert fill_empty_sets(filled, scores, target) is filled  # nothing empty: unchanged

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from qurelib import paths
+from qurelib import audit, paths
 from qurelib.data.schema import CIRSplit
 from qurelib.study.display import InlineFigure
 
@@ -242,17 +242,17 @@ def plot_training_curves(histories: dict, title: str = "") -> tuple[Figure, list
         val = [(r["epoch"], r["val"]["avg"]) for r in history if "val" in r and "avg" in r["val"]]
         if val:
             axes[1].plot(*zip(*val), marker="o", ms=3, label=name)
-        mined = [r for r in history if "mining" in r]
-        sizes = [np.mean([s["size_mean"] for s in r["mining"].values()]) for r in mined]
-        fns = [np.mean([s.get("fn_rate", np.nan) for s in r["mining"].values()]) for r in mined]
+        mined = [(r["epoch"], audit.pool_mining(r["mining"])) for r in history if "mining" in r]
         if mined:
-            axes[2].plot([r["epoch"] for r in mined], sizes, marker="s", ms=4, label=name)
-            axes[3].plot([r["epoch"] for r in mined], fns, marker="s", ms=4, label=name)
+            axes[2].plot([e for e, _ in mined], [p["size_mean"] for _, p in mined], marker="s", ms=4, label=name)
+            axes[3].plot([e for e, _ in mined], [p.get("fn_rate", np.nan) for _, p in mined], marker="s", ms=4,
+                         label=name)
+        pooled = dict(mined)
         for r in history:
+            p = pooled.get(r["epoch"], {})
             table.append({"run": name, "epoch": r["epoch"], "loss": r["loss"],
                           "val_avg": r.get("val", {}).get("avg", ""),
-                          "mean_H": np.mean([s["size_mean"] for s in r["mining"].values()]) if "mining" in r else "",
-                          "fn_rate": np.mean([s.get("fn_rate", np.nan) for s in r["mining"].values()]) if "mining" in r else ""})
+                          "mean_H": p.get("size_mean", ""), "fn_rate": p.get("fn_rate", "")})
     for ax, label in zip(axes, ("training loss", "validation (R@10 + R@50) / 2", "mean |H| per re-mining",
                                 "false negatives in H (%)")):
         ax.set_title(label, fontsize=9)
@@ -262,4 +262,106 @@ def plot_training_curves(histories: dict, title: str = "") -> tuple[Figure, list
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 7), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig, table
+
+
+# --- hardness: what H is made of and where it sits (issue 11's teaching figures) ---------------
+# colours of attribute distance to the target: 0 = a true positive (a false negative if mined),
+# 1 = a near miss (one attribute off) ... 4 = every attribute off
+DISTANCE_COLOURS = ("#d73027", "#fc8d59", "#fee090", "#91bfdb", "#4575b4", "#313695")
+
+
+def distance_label(d: int) -> str:
+    return {0: "0 off: a true positive", 1: "1 off: a near miss"}.get(d, f"{d} off")
+
+
+def plot_hardness(hardness: dict, corpus: dict | None = None, title: str = "") -> tuple[Figure, list[dict]]:
+    """Stacked bars of H's composition by attribute distance to the target, one bar per strategy
+    (the corpus, what random negatives are made of, as the first bar), each labelled with its mean
+    |H| and the median position of H's members on the score curve.
+
+    hardness: {name: pooled `audit.hardness_stats`} ("composition" None where attributes are
+    unknown: the bar is left out, the label kept); corpus: {"0": %, "1": %, ...} or None.
+    """
+    bars = ([("corpus (random negatives)", corpus, None)] if corpus else []) + \
+        [(name, h.get("composition"), h) for name, h in hardness.items()]
+    levels = max((len(c) for _, c, _ in bars if c), default=0)
+    fig = InlineFigure(figsize=(9.5, 0.55 * len(bars) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    table = []
+    for y, (name, comp, h) in enumerate(bars):
+        left = 0.0
+        for d in range(levels):
+            share = (comp or {}).get(str(d), 0.0) or 0.0
+            ax.barh(y, share, left=left, color=DISTANCE_COLOURS[min(d, len(DISTANCE_COLOURS) - 1)],
+                    edgecolor="white", label=distance_label(d) if y == len(bars) - 1 else None)
+            left += share
+        note = "" if h is None else f"|H| {h['size_mean']:.0f}, median rank {100 * h['rank_median']:.0f} %"
+        ax.text(101, y, note if comp or h is None else note + " (composition unknown)", va="center", fontsize=9)
+        table.append({"set": name, **{f"distance_{d}_pct": (comp or {}).get(str(d)) for d in range(levels)},
+                      "mean_size": None if h is None else h["size_mean"],
+                      "rank_median": None if h is None else h["rank_median"]})
+    ax.set_yticks(range(len(bars)), [name for name, _, _ in bars], fontsize=10)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of the set's images of the target's category, by attributes that differ from the target")
+    fig.legend(loc="outside lower center", ncol=max(levels, 1), fontsize=9, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(title or "what H is made of: false negatives (red), near misses (orange) ... easy (blue)",
+                 fontsize=11)
+    return fig, table
+
+
+def plot_curve_tiers(curves: list[dict], title: str = "") -> tuple[Figure, list[dict]]:
+    """Whole score curves coloured by tier, and under each the H every rule mines from it: the
+    figure that shows where the near misses are and where each rule's H falls.
+
+    curves: one dict per panel with "title"; "scores" (N,) a query's scores; "target" its target
+    column; "tiers" (N,) int per column (attribute distance to the target, or a named tier of a
+    synthetic curve) or None; "tier_names" {tier: label}; "sets" {rule label: corpus columns of H}.
+    """
+    fig = InlineFigure(figsize=(6.2 * len(curves), 5.4), layout="constrained")
+    grid = fig.add_gridspec(2, len(curves), height_ratios=(3, 1.3))
+    table = []
+    for c, curve in enumerate(curves):
+        top = fig.add_subplot(grid[0, c])
+        bottom = fig.add_subplot(grid[1, c], sharex=top)
+        row = np.asarray(curve["scores"], dtype=np.float64)
+        order = _ranking(row)
+        rank_of = np.empty(len(row), dtype=np.int64)
+        rank_of[order] = np.arange(len(row))
+        sorted_scores = row[order]
+        top.plot(np.arange(len(row)), sorted_scores, color="#bbbbbb", lw=1, zorder=1)
+        tiers = curve.get("tiers")
+        if tiers is not None:
+            tiers = np.asarray(tiers)[order]
+            names = curve.get("tier_names") or {}
+            for i, tier in enumerate(sorted(set(tiers.tolist()))):
+                at = np.nonzero(tiers == tier)[0]
+                colour = DISTANCE_COLOURS[min(max(int(tier), 0), len(DISTANCE_COLOURS) - 1)]
+                top.scatter(at, sorted_scores[at], s=9 if len(at) < 200 else 4, color=colour, zorder=2,
+                            label=f"{names.get(tier, tier)} ({len(at)})")
+        t = int(rank_of[curve["target"]])
+        top.plot([t], [row[curve["target"]]], marker="*", ms=15, color="#1a9850", mec="black", ls="none",
+                 zorder=3, label="target")
+        top.set_ylabel("relevance score")
+        top.set_title(curve.get("title", ""), fontsize=11)
+        top.legend(fontsize=8, loc="upper right")
+        top.tick_params(labelbottom=False)
+        rules = list(curve["sets"])
+        for y, rule in enumerate(rules):
+            members = np.sort(rank_of[np.asarray(curve["sets"][rule], dtype=np.int64)])
+            if len(members):
+                bottom.broken_barh([(m - 0.5, 1) for m in members], (y - 0.35, 0.7), color="#fdae61",
+                                   edgecolor="#d95f0e", lw=0.3)
+            bottom.text(1.01, y, f"|H| {len(members)}", transform=bottom.get_yaxis_transform(), va="center",
+                        fontsize=8)
+            table += [{"curve": c, "rule": rule, "rank": int(m)} for m in members]
+        bottom.set_yticks(range(len(rules)), rules, fontsize=9)
+        bottom.set_ylim(len(rules) - 0.5, -0.5)
+        bottom.set_xlabel("rank (0 = the best-scoring image)")
+        bottom.set_xlim(-0.01 * len(row), 1.01 * len(row))
+        bottom.grid(axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=12)
     return fig, table

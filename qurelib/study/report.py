@@ -9,6 +9,7 @@ plus any ablation run by name.
 
 from __future__ import annotations
 
+import json
 import time
 
 from qurelib import audit, metrics
@@ -165,6 +166,14 @@ def write_results(cfg: StudyConfig, results: dict, table: Table, preferences: di
     md.append("Training wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in wall.items()))
     write_text_atomic(cfg.run_dir / f"{name}.md", "\n".join(md) + "\n")
     return doc
+
+
+def read_results(cfg: StudyConfig, name: str = "results") -> dict:
+    """runs/<profile>/<name>.json as written by `write_results` (what a reader of the run gets)."""
+    path = cfg.run_dir / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run notebook 04 (`make reproduce`) first")
+    return json.loads(path.read_text())
 
 
 def external_benchmarks(cfg: StudyConfig, names, hpfiq_path: str = "", circo_root: str = "",

@@ -20,9 +20,10 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from qurelib import audit
+from qurelib import anatomy, audit
 from qurelib.data import load_cirr, load_fashion_shapes, load_fashioniq
 from qurelib.data.schema import CIRSplit, DatasetError
 from qurelib.data.synthetic import make_fashion_shapes
@@ -211,14 +212,15 @@ def mine_all(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit], spec:
 
 def mining_audit(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit], *, k: int, ratio: float,
                  consecutive_threshold: int, exclude_reference: bool) -> tuple[Table, dict]:
-    """Every strategy's sets on the same scores, with their false-negative rate (the teaching table).
+    """Every strategy's sets on the same scores (`audit.HARDNESS_AUDIT`: the paper's strategies and
+    the drop rules beyond it), with their false-negative rate (the teaching table).
 
     Returns the table (one row per strategy, pooled over splits, query-weighted) and
     {spec: {name: sets}}.
     """
     rows, all_sets = [], {}
     weights = {n: len(s.queries) for n, s in splits.items()}
-    for spec in audit.AUDIT:
+    for spec in audit.HARDNESS_AUDIT:
         all_sets[spec] = mine_all(scores, splits, spec, k=k, ratio=ratio, consecutive_threshold=consecutive_threshold,
                                   exclude_reference=exclude_reference)
         stats = {n: audit.hard_negative_stats(sets, splits[n].known_positive_indices())
@@ -230,6 +232,94 @@ def mining_audit(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit], *
                      "false-negative rate %": None if unknown else round(pooled["fn_rate"], 2),
                      "queries with a FN %": None if unknown else round(pooled["queries_with_fn"], 1)})
     return Table(rows), all_sets
+
+
+def hardness_audit(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit],
+                   sets: dict) -> tuple[Table, dict, dict | None]:
+    """Where each strategy's H sits on the score curve and what it is made of (`audit.hardness_stats`
+    pooled over splits, query-weighted), beside the corpus's own composition (random negatives).
+
+    sets: mining_audit's {spec: {split: sets}}. Returns the table (one row per strategy, the corpus
+    first), {spec: pooled hardness} and the pooled corpus composition (None without attributes).
+    """
+    ranks = {n: audit.score_ranks(scores[n]) for n in splits}
+    distance = {n: audit.attribute_distances(s.attributes, s.corpus_ids, s.target_indices()) for n, s in splits.items()}
+    levels = {n: len(audit.attribute_names(s.attributes)) + 1 if distance[n] is not None else None
+              for n, s in splits.items()}
+    pooled = {spec: audit.pool_hardness({n: audit.hardness_stats(per[n], ranks[n], distance[n], levels[n])
+                                         for n in per}) for spec, per in sets.items()}
+    known = all(d is not None for d in distance.values())
+    corpus = audit.pool({n: audit.corpus_composition(distance[n], s.target_indices(), levels[n])
+                         for n, s in splits.items()}, {n: len(s.queries) for n, s in splits.items()}) if known else None
+    return hardness_table(pooled, corpus), pooled, corpus
+
+
+def hardness_table(hardness: dict, corpus: dict | None = None) -> Table:
+    """{name: pooled hardness} as a table, the corpus's composition (random negatives) first."""
+    rows = [hardness_row("corpus (random negatives)", None, corpus)] if corpus else []
+    return Table(rows + [hardness_row(name, h, h["composition"]) for name, h in hardness.items()])
+
+
+def hardness_row(name: str, hardness: dict | None, composition: dict | None) -> dict:
+    """One row of a hardness table: |H|, H's position on the curve (% of the corpus from the top)
+    and its composition by attribute distance to the target (None, shown as —, where unknown)."""
+    pct = (lambda key: None if hardness is None else round(100 * hardness[key], 1))  # noqa: E731
+    row = {"strategy": name, "mean |H|": None if hardness is None else round(hardness["size_mean"], 1),
+           "H median rank %": pct("rank_median"), "H p10 rank %": pct("rank_p10"), "H p90 rank %": pct("rank_p90")}
+    for d in range(5 if composition is None else len(composition)):
+        label = "0 off (FN) %" if d == 0 else f"{d} off %"
+        row[label] = None if composition is None else round(composition[str(d)], 1)
+    return row
+
+
+def last_mining_hardness(histories: dict) -> tuple[dict, dict | None]:
+    """{run: pooled hardness of its last re-mining} of the runs that mined, and the corpus's
+    composition (from the first run that recorded one; None where unknown)."""
+    hardness, corpus = {}, None
+    for name, history in histories.items():
+        mined = [r for r in history if "mining" in r]
+        if not mined or not all("hardness" in s for s in mined[-1]["mining"].values()):
+            continue
+        hardness[name] = audit.pool_hardness({s: st["hardness"] for s, st in mined[-1]["mining"].items()})
+        comps = {s: st.get("corpus_composition") for s, st in mined[-1]["mining"].items()}
+        if corpus is None and comps and all(c is not None for c in comps.values()):
+            corpus = audit.pool(comps, {s: st["queries"] for s, st in mined[-1]["mining"].items()})
+    return hardness, corpus
+
+
+def tier_curves(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit], sets: dict, name: str,
+                queries: list[int], specs) -> list[dict]:
+    """`plots.plot_curve_tiers` panels of split `name`'s queries: each whole curve coloured by
+    attribute distance to the target (uncoloured on real data) with the H of every spec in `specs`.
+    sets: mining_audit's {spec: {split: sets}}; queries: query rows of the split."""
+    split = splits[name]
+    target = split.target_indices()
+    distance = audit.attribute_distances(split.attributes, split.corpus_ids, target)
+    tier_names = {0: "0 off: true positives", 1: "1 off: near misses", -1: "other category"}
+    return [{"title": f"{name}, query {q}", "scores": scores[name][q].numpy(), "target": int(target[q]),
+             "tiers": None if distance is None else distance[q].numpy(),
+             "tier_names": {d: tier_names.get(d, f"{d} off") for d in range(-1, 8)},
+             "sets": {spec: sets[spec][name][q].numpy() for spec in specs}} for q in queries]
+
+
+def curve_anatomy(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit]) -> Table:
+    """Why the steepest drops sit where they do, per split (`qurelib.anatomy`): the gaps of the
+    sorted curve in its first and last tenth relative to its mean gap, where the steepest drop below
+    the target lies, and whether the bottom of every curve is made of the same images."""
+    rows = []
+    for name, split in splits.items():
+        gaps = anatomy.gaps_by_decile(scores[name])
+        steep = anatomy.steepest_drop_position(scores[name], split.target_indices())
+        steep = steep[~np.isnan(steep)]
+        low = anatomy.persistent_low_images(scores[name], share=0.05)
+        rows.append({"split": name, "queries": len(split.queries), "corpus": len(split.corpus_ids),
+                     "gap, top tenth / mean": round(gaps[0], 2), "gap, bottom tenth / mean": round(gaps[-1], 2),
+                     "steepest drop: median position %":
+                         round(100 * float(np.median(steep)), 1) if len(steep) else None,
+                     "steepest drop in the bottom tenth, % of queries": round(100 * float((steep > 0.9).mean()), 1)
+                     if len(steep) else None,
+                     "bottom 5 % held by the same images %": round(100 * low["overlap"], 1)})
+    return Table(rows)
 
 
 def curve_queries(split: CIRSplit, n: int) -> list[int]:
@@ -247,14 +337,17 @@ def pooled_sizes(sets: dict) -> dict:
 # --- 03: fine-tuning ----------------------------------------------------------------------------
 def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str, strategy: str, rule: str,
                  consecutive_threshold: int, k: int, ratio: float, exclude_reference: bool, audit_k: int,
-                 audit_ratio: float, val_splits=None, eval_every: int = 1, progress: bool = True) -> list[dict]:
+                 audit_ratio: float, window: int | float = 0, val_splits=None, eval_every: int = 1,
+                 progress: bool = True) -> list[dict]:
     """The remaining epochs of a run forked from the warm-up: re-mining every E // n_def epochs
-    with `strategy` and the Bradley-Terry loss. k = 0 means no cap. At every re-mining the sets
-    every strategy in `audit.AUDIT` would mine from the same scores are audited too (top-k: audit_k)."""
+    with `strategy` and the Bradley-Terry loss. k = 0 means no cap, window = 0 the whole tail. At
+    every re-mining the sets every strategy in `audit.HARDNESS_AUDIT` would mine from the same
+    scores are audited too (top-k: audit_k), with their hardness."""
     config = cfg.train_config(strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
-                              k=k or None, ratio=ratio if strategy == "percent_of_positive" else None,
+                              window=window or None, k=k or None,
+                              ratio=ratio if strategy == "percent_of_positive" else None,
                               exclude_reference=exclude_reference,
-                              eval_every=eval_every if val_splits else 0, audit=audit.AUDIT, audit_k=audit_k,
+                              eval_every=eval_every if val_splits else 0, audit=audit.HARDNESS_AUDIT, audit_k=audit_k,
                               audit_ratio=audit_ratio, progress=progress)
     problems = fork_problems(cfg.run_dir / WARMUP_RUN, config)
     if problems:  # checked before anything moves: the finished run stays where stage 04 finds it
