@@ -20,7 +20,7 @@ from qurelib.evaluate import evaluate_hpfiq, metrics_from_scores, relevance_matr
 from qurelib.files import write_json_atomic, write_text_atomic
 from qurelib.provenance import git_commit
 from qurelib.study.config import StudyConfig
-from qurelib.study.stages import load_named_model, missing_model
+from qurelib.study.stages import hardness_row, load_named_model, missing_model
 from qurelib.study.tables import Table, to_markdown
 
 HEADLINE = ("R@1", "R@5", "R@10", "R@50", "avg", "P@5", "nDCG@10", "mAP@10", "first_fn_above_target")
@@ -145,6 +145,19 @@ def audit_rows(history: list[dict]) -> list[dict]:
     return rows
 
 
+def _md_row(row: dict) -> dict:
+    """A mining / audit row for reading: floats rounded, the nested hardness audit flattened into
+    H's median rank and its composition (as notebook 02's table), the corpus's composition left
+    to the JSON."""
+    flat = {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()
+            if k not in ("hardness", "corpus_composition")}
+    h = row.get("hardness")
+    if h is not None:
+        flat |= {k: v for k, v in hardness_row("", h, h.get("composition")).items()
+                 if k not in ("strategy", "mean |H|", "H p10 rank %", "H p90 rank %")}
+    return flat
+
+
 def write_results(cfg: StudyConfig, results: dict, table: Table, preferences: dict, histories: dict,
                   started: float | None = None, name: str = "results") -> dict:
     """runs/<profile>/<name>.json (every number) and <name>.md (the table and mining statistics)."""
@@ -161,8 +174,7 @@ def write_results(cfg: StudyConfig, results: dict, table: Table, preferences: di
     for title, part in (("Mining statistics", "mining"), ("Every strategy on the same scores", "audit")):
         for run, rows in doc[part].items():
             if rows:
-                md += [f"{title} of `{run}` per re-mining:", "", to_markdown(
-                    [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]), ""]
+                md += [f"{title} of `{run}` per re-mining:", "", to_markdown([_md_row(row) for row in rows]), ""]
     md.append("Training wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in wall.items()))
     write_text_atomic(cfg.run_dir / f"{name}.md", "\n".join(md) + "\n")
     return doc
