@@ -143,3 +143,78 @@ def test_a_misspelled_compared_model_fails_before_anything_is_evaluated(tmp_path
         report.evaluate_runs(cfg, ["qurre"], {}, None)
     results, _ = report.evaluate_runs(cfg, ["qurre"], {}, None, allow_missing=True)
     assert "missing" in results["qurre"]
+
+
+# --- 9. the weak errors of issue 15: each names the file / field / parameter and the fix ---------
+def write_json(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+def fiq_root(root, captions, split="train", corpus=("A", "B", "C")):
+    """A one-category (dress) FashionIQ-layout folder; images are not needed to load it."""
+    write_json(root / "captions" / f"cap.dress.{split}.json", captions)
+    write_json(root / "image_splits" / f"split.dress.{split}.json", list(corpus))
+    return root
+
+
+GOOD = {"candidate": "A", "target": "B", "captions": ["is red", "has dots"]}
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("captions", [1, 2], r"field 'captions' must be a list of 2 strings, got \[1, 2\]"),
+    ("target", None, r"field 'target' must be an image id \(a string\), got null; only the test split"),
+    ("candidate", ["A", "C"], r"field 'candidate' must be an image id \(a string\), got \[\"A\", \"C\"\]"),
+])
+def test_a_malformed_caption_entry_names_file_entry_and_field(tmp_path, field, value, expected):
+    from qurelib.data import DatasetError, load_fashioniq
+
+    root = fiq_root(tmp_path, [GOOD, {**GOOD, field: value}])
+    with pytest.raises(DatasetError, match=r"cap\.dress\.train\.json: entry 1: " + expected):
+        load_fashioniq(root, "train", "dress")
+
+
+def test_cirr_and_circo_entries_name_file_entry_id_and_field(tmp_path):
+    from qurelib.data import DatasetError, load_circo, load_cirr
+
+    entry = {"pairid": 7, "reference": "a", "target_hard": "b", "target_soft": {"b": 1.0}, "caption": "x",
+             "img_set": {"members": ["a", "b"]}}
+    write_json(tmp_path / "cirr" / "image_splits" / "split.rc2.val.json", {"a": "./dev/a.png", "b": "./dev/b.png"})
+    cap = tmp_path / "cirr" / "captions" / "cap.rc2.val.json"
+    for change, expected in [({"caption": ["x"]}, r"field 'caption' must be a string, got \[\"x\"\]"),
+                             ({"target_hard": None}, r"field 'target_hard' must be an image id .*got null"),
+                             ({"target_soft": ["b"]}, r"field 'target_soft' must be an object"),
+                             ({"img_set": {"members": "ab"}}, r"field 'img_set.members' .*list")]:
+        write_json(cap, [{**entry, **change}])
+        with pytest.raises(DatasetError, match=r"cap\.rc2\.val\.json: entry 0 \(pairid 7\): " + expected):
+            load_cirr(tmp_path, "val")
+    write_json(tmp_path / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json",
+               {"images": [{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "2.jpg"}]})
+    ann = {"id": 3, "reference_img_id": 1, "target_img_id": 2, "relative_caption": "x", "gt_img_ids": [2]}
+    write_json(tmp_path / "annotations" / "val.json", [{**ann, "gt_img_ids": [2, None]}])
+    with pytest.raises(DatasetError, match=r"val\.json: entry 0 \(id 3\): field 'gt_img_ids' must be a list of "
+                                           r"image ids, got null"):
+        load_circo(tmp_path, "val")
+
+
+@pytest.mark.parametrize("empty", ["captions", "corpus"])
+def test_an_empty_split_fails_at_load_naming_the_file(tmp_path, empty):
+    from qurelib.data import DatasetError, load_cirr, load_fashioniq
+
+    root = fiq_root(tmp_path, [] if empty == "captions" else [GOOD], corpus=() if empty == "corpus" else "ABC")
+    name = "captions/cap.dress.train.json" if empty == "captions" else "image_splits/split.dress.train.json"
+    with pytest.raises(DatasetError, match=f"{name} is empty: a split needs at least one"):
+        load_fashioniq(root, "train", "dress")
+    write_json(tmp_path / "cirr" / "captions" / "cap.rc2.val.json", [])
+    with pytest.raises(DatasetError, match=r"cap\.rc2\.val\.json is empty"):
+        load_cirr(tmp_path, "val")
+
+
+def test_a_single_category_string_is_one_category(tmp_path):
+    from qurelib.data import load_fashioniq
+
+    root = fiq_root(tmp_path, [GOOD])
+    assert list(load_fashioniq(root, "train", categories="dress")) == ["dress"]  # not 'd', 'r', 'e', ...
+    with pytest.raises(ValueError, match="categories must be a category name or a non-empty sequence"):
+        load_fashioniq(root, "train", categories=())
