@@ -218,3 +218,24 @@ def test_a_single_category_string_is_one_category(tmp_path):
     assert list(load_fashioniq(root, "train", categories="dress")) == ["dress"]  # not 'd', 'r', 'e', ...
     with pytest.raises(ValueError, match="categories must be a category name or a non-empty sequence"):
         load_fashioniq(root, "train", categories=())
+
+
+def test_generated_data_repairs_itself_and_its_errors_say_regenerate(tmp_path, monkeypatch):
+    from qurelib.data.schema import DatasetError
+    from qurelib.data.synthetic import load_fashion_shapes, make_fashion_shapes, read_manifest
+
+    root = make_fashion_shapes(tmp_path / "fs", "smoke", seed=0)
+    cfg = cfg_in(tmp_path / "runs", monkeypatch, data_root=str(root))
+    split = load_fashion_shapes(root, "val")["shirt"]
+    victim = split.corpus_ids[0]
+    split.image_paths[victim].unlink()  # a deleted generated image
+    with pytest.raises(DatasetError, match=f"{victim}.*missing.*Regenerate it: rerun stage 00") as error:
+        split.load_image(victim)
+    assert "README" not in str(error.value)  # nothing to download: the generator makes it
+    manifest = root / "manifest.json"
+    manifest.write_text(manifest.read_text()[:40])  # a truncated manifest
+    with pytest.raises(DatasetError, match=r"cannot read .*manifest\.json .*Regenerate it: rerun stage 00"):
+        read_manifest(root)
+    with pytest.warns(UserWarning, match=r"manifest\.json is unreadable .*regenerating"):
+        stages.prepare_data(cfg)
+    assert split.image_paths[victim].is_file() and read_manifest(root)["profile"] == "smoke"
