@@ -239,3 +239,25 @@ def test_generated_data_repairs_itself_and_its_errors_say_regenerate(tmp_path, m
     with pytest.warns(UserWarning, match=r"manifest\.json is unreadable .*regenerating"):
         stages.prepare_data(cfg)
     assert split.image_paths[victim].is_file() and read_manifest(root)["profile"] == "smoke"
+
+
+def test_a_damaged_image_cache_is_rebuilt_with_a_warning(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from qurelib.data import load_fashioniq
+    from qurelib.model import load_model
+
+    root = fiq_root(tmp_path / "fiq", [GOOD])
+    for i, colour in zip("ABC", [(200, 0, 0), (0, 200, 0), (0, 0, 200)]):
+        (root / "images").mkdir(exist_ok=True)
+        Image.new("RGB", (16, 16), colour).save(root / "images" / f"{i}.png")
+    cfg = cfg_in(tmp_path / "runs", monkeypatch, device="cpu")
+    monkeypatch.setattr(stages, "load_splits", lambda cfg, split: load_fashioniq(root, "train", "dress"))
+    model = load_model("tiny", device="cpu")
+    first = stages.image_cache(cfg, model, progress=False)
+    path = cfg.run_dir / "image_cache.pt"
+    path.write_bytes(path.read_bytes()[:100])  # truncated (a killed write of an older version, a full disk)
+    with pytest.warns(UserWarning, match=r"image_cache\.pt is unreadable .*rebuilding the image cache"):
+        again = stages.image_cache(cfg, model, progress=False)
+    assert again.row == first.row and torch.equal(again.embeds, first.embeds)
+    assert torch.load(path, weights_only=True)["ids"] == ["A", "B", "C"]  # rewritten whole

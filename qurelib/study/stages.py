@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 import time
 import warnings
@@ -162,13 +163,29 @@ def image_cache(cfg: StudyConfig, model, progress: bool = True) -> ImageCache:
     ids = sorted({i for s in splits for i in split_image_ids(s)})
     key = _vision_fingerprint(model, ids)
     path = cfg.run_dir / "image_cache.pt"
-    if path.is_file():
-        saved = torch.load(path, map_location=model.device, weights_only=True)
-        if saved.get("key") == key:
-            return ImageCache({i: r for r, i in enumerate(saved["ids"])}, saved["embeds"])
+    saved = _read_image_cache(path, model.device)
+    if saved is not None and saved["key"] == key:
+        return ImageCache({i: r for r, i in enumerate(saved["ids"])}, saved["embeds"])
     cache = build_image_cache(model, splits, progress=progress)
     save_torch_atomic(path, {"key": key, "ids": sorted(cache.row, key=cache.row.get), "embeds": cache.embeds.cpu()})
     return cache
+
+
+def _read_image_cache(path: Path, device) -> dict | None:
+    """The saved image cache, or None if there is none; a damaged one (truncated, not a torch file,
+    not a cache) is only a cache: a warning naming it, and None so that it is rebuilt."""
+    if not path.is_file():
+        return None
+    try:  # torch.load fails in several ways on a damaged file: zip (RuntimeError), OS, pickle, EOF errors
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
+        saved, why = None, (str(error).strip().splitlines() or [type(error).__name__])[0]
+    else:
+        why = "not an image cache"
+    if isinstance(saved, dict) and {"key", "ids", "embeds"} <= saved.keys():
+        return saved
+    warnings.warn(f"{path} is unreadable ({why}); rebuilding the image cache", stacklevel=3)
+    return None
 
 
 def _set_aside_if_changed(run_dir: Path, config: TrainConfig) -> None:
