@@ -261,3 +261,17 @@ def test_a_damaged_image_cache_is_rebuilt_with_a_warning(tmp_path, monkeypatch):
         again = stages.image_cache(cfg, model, progress=False)
     assert again.row == first.row and torch.equal(again.embeds, first.embeds)
     assert torch.load(path, weights_only=True)["ids"] == ["A", "B", "C"]  # rewritten whole
+
+
+def test_device_cuda_without_cuda_names_the_parameter_and_the_fix(tmp_path, monkeypatch):
+    from qurelib.model import load_model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine, even on a GPU box
+    with pytest.raises(ValueError, match=r"parameter device='cuda': no CUDA device is available here "
+                                         r"\(torch .*\); use device='cpu' or 'auto' .*-p device cpu"):
+        cfg_in(tmp_path, monkeypatch, device="cuda")  # the notebooks' first cell
+    with pytest.raises(ValueError, match=r"device='cuda:0': no CUDA device"):
+        load_model("tiny", device="cuda:0")
+    with pytest.raises(ValueError, match=r"device='gpu' is not a device name; use 'auto', 'cpu' or 'cuda'"):
+        cfg_in(tmp_path, monkeypatch, device="gpu")
+    assert cfg_in(tmp_path, monkeypatch, device="auto").train_config().device == "auto"

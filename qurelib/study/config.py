@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qurelib import paths
+from qurelib.model import resolve_device
 from qurelib.train import TrainConfig
 
 DATASETS = ("fashion-shapes", "fashioniq", "cirr")
@@ -40,6 +41,10 @@ class StudyConfig:
         if self.dataset != "fashion-shapes" and not self.data_root:
             raise ValueError(f"parameter data_root: dataset {self.dataset!r} needs the folder it was "
                              f"downloaded to (see README.md, section 'Datasets')")
+        try:  # checked in the first cell, not by torch's assertion when the model moves
+            resolve_device(self.device)
+        except ValueError as error:
+            raise ValueError(f"parameter {error}") from None
 
     @property
     def run_dir(self) -> Path:
