@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from qurelib import qure
+from qurelib.data import load_fashioniq
 from qurelib.paths import NOTEBOOKS_DIR, PARAMS_DIR
 from qurelib.study import runner, stages
 from qurelib.study.config import FIELDS, study_config
@@ -168,7 +170,7 @@ GOOD = {"candidate": "A", "target": "B", "captions": ["is red", "has dots"]}
     ("candidate", ["A", "C"], r"field 'candidate' must be an image id \(a string\), got \[\"A\", \"C\"\]"),
 ])
 def test_a_malformed_caption_entry_names_file_entry_and_field(tmp_path, field, value, expected):
-    from qurelib.data import DatasetError, load_fashioniq
+    from qurelib.data import DatasetError
 
     root = fiq_root(tmp_path, [GOOD, {**GOOD, field: value}])
     with pytest.raises(DatasetError, match=r"cap\.dress\.train\.json: entry 1: " + expected):
@@ -200,7 +202,7 @@ def test_cirr_and_circo_entries_name_file_entry_id_and_field(tmp_path):
 
 @pytest.mark.parametrize("empty", ["captions", "corpus"])
 def test_an_empty_split_fails_at_load_naming_the_file(tmp_path, empty):
-    from qurelib.data import DatasetError, load_cirr, load_fashioniq
+    from qurelib.data import DatasetError, load_cirr
 
     root = fiq_root(tmp_path, [] if empty == "captions" else [GOOD], corpus=() if empty == "corpus" else "ABC")
     name = "captions/cap.dress.train.json" if empty == "captions" else "image_splits/split.dress.train.json"
@@ -212,8 +214,6 @@ def test_an_empty_split_fails_at_load_naming_the_file(tmp_path, empty):
 
 
 def test_a_single_category_string_is_one_category(tmp_path):
-    from qurelib.data import load_fashioniq
-
     root = fiq_root(tmp_path, [GOOD])
     assert list(load_fashioniq(root, "train", categories="dress")) == ["dress"]  # not 'd', 'r', 'e', ...
     with pytest.raises(ValueError, match="categories must be a category name or a non-empty sequence"):
@@ -242,9 +242,6 @@ def test_generated_data_repairs_itself_and_its_errors_say_regenerate(tmp_path, m
 
 
 def test_a_damaged_image_cache_is_rebuilt_with_a_warning(tmp_path, monkeypatch):
-    from PIL import Image
-
-    from qurelib.data import load_fashioniq
     from qurelib.model import load_model
 
     root = fiq_root(tmp_path / "fiq", [GOOD])
@@ -275,3 +272,59 @@ def test_device_cuda_without_cuda_names_the_parameter_and_the_fix(tmp_path, monk
     with pytest.raises(ValueError, match=r"device='gpu' is not a device name; use 'auto', 'cpu' or 'cuda'"):
         cfg_in(tmp_path, monkeypatch, device="gpu")
     assert cfg_in(tmp_path, monkeypatch, device="auto").train_config().device == "auto"
+
+
+def image_split(root, corpus, captions):
+    """A FashionIQ-layout dress train split with real (tiny) images for every id."""
+    fiq_root(root, captions, corpus=corpus)
+    (root / "images").mkdir(exist_ok=True)
+    for n, image_id in enumerate({*corpus, *(c["candidate"] for c in captions)}):
+        Image.new("RGB", (16, 16), (30 * n, 90, 0)).save(root / "images" / f"{image_id}.png")
+    return load_fashioniq(root, "train", "dress")
+
+
+@pytest.mark.parametrize("corpus, reference, changes, needed", [
+    (["A"], "R", {}, "at least 2 corpus images"),  # N = 1
+    (["A", "B"], "B", {"exclude_reference": True}, "once exclude_reference removes the reference; .* at least 3"),
+    (["A"], "R", {"warmup": False}, "at least 2 corpus images"),  # mined from epoch 0: the same check
+])
+def test_a_corpus_without_negatives_fails_before_training(tmp_path, corpus, reference, changes, needed):
+    from qurelib.model import load_model
+    from qurelib.train import train
+
+    splits = image_split(tmp_path / "data", corpus, [{"candidate": reference, "target": "A", "captions": ["a", "b"]}])
+    config = TrainConfig(epochs=1, n_def=1, batch_size=2, device="cpu", progress=False, **changes)
+    with pytest.raises(ValueError, match=r"split 'dress', query 'dress-train-0': its corpus of \d image\(s\) holds "
+                                         r"no negative besides the target.*" + needed):
+        train(load_model("tiny", device="cpu"), splits, config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing encoded, nothing written
+    info_nce = TrainConfig(epochs=1, n_def=1, batch_size=2, device="cpu", progress=False, loss="info_nce")
+    assert len(train(load_model("tiny", device="cpu"), splits, info_nce, tmp_path / "nce")) == 1  # in-batch: fine
+
+
+def test_an_empty_mined_set_names_the_split_query_and_cause(tmp_path):
+    from qurelib.train import check_nonempty_sets
+
+    split = load_fashioniq(fiq_root(tmp_path, [GOOD, {**GOOD, "candidate": "C"}]), "train", "dress")["dress"]
+    sets = qure.HardNegativeSets.from_lists([np.array([2]), np.array([], dtype=np.int64)], [False, False])
+    with pytest.raises(ValueError, match=r"strategy 'percent_of_positive' mined no hard negative for 1 query\(ies\) "
+                                         r"of split 'dress', first 'dress-train-1' \(every other image scores above"):
+        check_nonempty_sets(sets, split, "dress", "percent_of_positive", epoch=2)
+    check_nonempty_sets(qure.HardNegativeSets.from_lists([np.array([2]), np.array([0])], [False, False]),
+                        split, "dress", "drops", epoch=2)
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(epochs=2.5), "epochs must be an int >= 1, got 2.5"),
+    (dict(batch_size=0), "batch_size must be an int >= 1, got 0"),
+    (dict(lr=float("nan")), "lr must be a finite number > 0, got nan"),
+    (dict(weight_decay=-0.1), "weight_decay must be a number >= 0"),
+    (dict(eval_every=-1), "eval_every must be an int >= 0"),
+    (dict(audit_k=0), "audit_k must be an int >= 1"),
+    (dict(audit_ratio=1.5), r"audit_ratio must be a number in \(0, 1\]"),
+    (dict(encode_batch_size=0), "encode_batch_size must be an int >= 1"),
+    (dict(strategy="top_k", k=2.5), "k must be an int >= 1"),
+])
+def test_train_config_names_the_bad_parameter(changes, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**changes)
