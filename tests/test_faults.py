@@ -328,3 +328,25 @@ def test_an_empty_mined_set_names_the_split_query_and_cause(tmp_path):
 def test_train_config_names_the_bad_parameter(changes, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**changes)
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_bf16_fp16_and_numpy_scores_give_the_float32_results(impl):
+    from qurelib import anatomy, audit
+    from qurelib.metrics.retrieval import circo_map_at_k, recall_at_k
+
+    scores = torch.randn(6, 40, generator=torch.Generator().manual_seed(3))
+    target = torch.tensor([1, 3, 5, 7, 9, 11])
+    for given in (scores.bfloat16(), scores.half(), scores.numpy(), scores.half().numpy()):
+        exact = torch.as_tensor(given).float()  # the same values in float32
+        for strategy in ("drops", "percent_of_positive"):
+            got = qure.mine_hard_negatives(given, target.numpy(), impl=impl, strategy=strategy, ratio=0.9)
+            want = qure.mine_hard_negatives(exact, target, impl=impl, strategy=strategy, ratio=0.9)
+            assert [s.tolist() for s in got] == [s.tolist() for s in want]
+        assert recall_at_k(given, target) == recall_at_k(exact, target)
+        assert circo_map_at_k(given, [[1, 2]] * 6) == circo_map_at_k(exact, [[1, 2]] * 6)
+        assert torch.equal(audit.score_ranks(given), audit.score_ranks(exact))
+        assert anatomy.gaps_by_decile(given) == anatomy.gaps_by_decile(exact)
+        np.testing.assert_array_equal(anatomy.steepest_drop_position(given, target),
+                                      anatomy.steepest_drop_position(exact, target))
+        assert anatomy.persistent_low_images(given) == anatomy.persistent_low_images(exact)
