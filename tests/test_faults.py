@@ -350,3 +350,12 @@ def test_bf16_fp16_and_numpy_scores_give_the_float32_results(impl):
         np.testing.assert_array_equal(anatomy.steepest_drop_position(given, target),
                                       anatomy.steepest_drop_position(exact, target))
         assert anatomy.persistent_low_images(given) == anatomy.persistent_low_images(exact)
+
+
+def test_an_empty_split_built_in_code_is_named_at_evaluation(tmp_path):
+    from qurelib.data.schema import CIRSplit
+    from qurelib.evaluate import evaluate_splits
+
+    empty = CIRSplit(name="dress-val", queries=[], corpus_ids=["A", "B"], image_paths={})
+    with pytest.raises(ValueError, match="split 'dress-val' has 0 queries and 2 corpus images: nothing to rank"):
+        evaluate_splits(None, {"dress": empty}, image_cache=object())  # refused before any model call
