@@ -36,7 +36,7 @@ from qurelib.audit import (attribute_distances, attribute_names, audit_hard_nega
 from qurelib.data.schema import CIRSplit
 from qurelib.encode import ImageCache, autocast, build_image_cache, encode_split
 from qurelib.evaluate import evaluate_splits
-from qurelib.files import write_json_atomic, write_text_atomic
+from qurelib.files import read_json_object, write_json_atomic, write_text_atomic
 from qurelib.model import load_checkpoint, resolve_device, save_checkpoint
 from qurelib.progress import progress_bar
 from qurelib.provenance import git_commit, split_fingerprint
@@ -322,7 +322,7 @@ def fork_problems(init_from: str | os.PathLike, config: TrainConfig) -> list[str
     path = Path(init_from) / CHECKPOINT / "config.json"
     if not path.is_file():
         return [f"{path.parent} does not exist: run the warm-up stage first"]
-    extra = json.loads(path.read_text()).get("extra", {})
+    extra = read_json_object(path, "rerun the warm-up (stage 01)").get("extra", {})
     problems = config_differences(extra.get("train_config", {}), config, fork=True)
     if extra.get("epoch", 0) + 1 > config.period:
         problems.append(f"it is at epoch {extra.get('epoch', 0) + 1}, past the first re-mining (epoch {config.period})")
@@ -457,4 +457,12 @@ def read_history(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / HISTORY
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError as error:
+                raise ValueError(f"{path}, line {n}, is damaged ({error}); rerun the run's stage (it rewrites "
+                                 f"the file from its checkpoint after every epoch)") from None
+    return records

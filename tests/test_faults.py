@@ -359,3 +359,23 @@ def test_an_empty_split_built_in_code_is_named_at_evaluation(tmp_path):
     empty = CIRSplit(name="dress-val", queries=[], corpus_ids=["A", "B"], image_paths={})
     with pytest.raises(ValueError, match="split 'dress-val' has 0 queries and 2 corpus images: nothing to rank"):
         evaluate_splits(None, {"dress": empty}, image_cache=object())  # refused before any model call
+
+
+def test_damaged_run_files_are_named_with_the_stage_to_rerun(tmp_path, monkeypatch):
+    from qurelib.train import fork_problems, read_history
+
+    cfg = cfg_in(tmp_path, monkeypatch)
+    fake_run(cfg.run_dir / "warmup", cfg.train_config(), epoch=0)
+    ckpt = cfg.run_dir / "warmup" / "checkpoint" / "config.json"
+    ckpt.write_text(ckpt.read_text()[:30])  # truncated
+    with pytest.raises(ValueError, match=r"warmup/checkpoint/config\.json is damaged .*rerun the warm-up \(stage 01\)"):
+        fork_problems(cfg.run_dir / "warmup", cfg.train_config())
+    with pytest.raises(ValueError, match=r"config\.json is damaged .*rerun the stage that trains 'warmup'"):
+        stages.load_run(cfg, "warmup")
+    (cfg.run_dir / "warmup" / "history.jsonl").write_text('{"epoch": 0}\n{"epo')
+    with pytest.raises(ValueError, match=r"history\.jsonl, line 2, is damaged .*rerun the run's stage"):
+        read_history(cfg.run_dir / "warmup")
+    (cfg.run_dir / "warmup" / "config.json").write_text("[")  # cannot tell whether it may resume: start afresh
+    with pytest.warns(UserWarning, match=r"config\.json is damaged.*moved to"):
+        stages._set_aside_if_changed(cfg.run_dir / "warmup", cfg.train_config())
+    assert not (cfg.run_dir / "warmup").exists() and len(list((cfg.run_dir / "stale").iterdir())) == 1

@@ -28,7 +28,7 @@ from qurelib.data import load_cirr, load_fashion_shapes, load_fashioniq
 from qurelib.data.schema import CIRSplit, DatasetError
 from qurelib.data.synthetic import make_fashion_shapes
 from qurelib.encode import ImageCache, build_image_cache, score_split, split_image_ids
-from qurelib.files import save_torch_atomic, write_json_atomic
+from qurelib.files import read_json_object, save_torch_atomic, write_json_atomic
 from qurelib.model import load_model
 from qurelib.model.pretrain import pretrain_tiny
 from qurelib.study.config import StudyConfig
@@ -128,7 +128,7 @@ def load_run(cfg: StudyConfig, name: str):
     path = cfg.run_dir / name / CHECKPOINT
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist: run the stage that trains {name!r} first")
-    extra = json.loads((path / "config.json").read_text()).get("extra", {})
+    extra = read_json_object(path / "config.json", f"rerun the stage that trains {name!r}").get("extra", {})
     saved = extra.get("train_config")
     if saved is not None:
         config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
@@ -194,7 +194,10 @@ def _set_aside_if_changed(run_dir: Path, config: TrainConfig) -> None:
     saved_path = run_dir / "config.json"
     if not saved_path.is_file():
         return
-    diff = config_differences(json.loads(saved_path.read_text()).get("train_config", {}), config)
+    try:
+        diff = config_differences(read_json_object(saved_path, "").get("train_config", {}), config)
+    except ValueError:  # damaged: whether the run may resume is unknown, so it starts afresh
+        diff = [f"{saved_path} is damaged"]
     if diff:
         stale = run_dir.parent / "stale" / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         stale.parent.mkdir(parents=True, exist_ok=True)
