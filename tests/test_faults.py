@@ -379,3 +379,39 @@ def test_damaged_run_files_are_named_with_the_stage_to_rerun(tmp_path, monkeypat
     with pytest.warns(UserWarning, match=r"config\.json is damaged.*moved to"):
         stages._set_aside_if_changed(cfg.run_dir / "warmup", cfg.train_config())
     assert not (cfg.run_dir / "warmup").exists() and len(list((cfg.run_dir / "stale").iterdir())) == 1
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("preferred set", ["3"], r"user_1/question_set_1\[0\]: field 'preferred set' must be an integer in \(1, 2\), got \"3\""),
+    ("retrieved_set1", [{"img_path": ["/-/image_data/shirt/A.jpg"], "user_score": "good"}],
+     r"user_1/question_set_1\[0\]: field 'retrieved_set1.user_score' must be an integer, got \"good\""),
+])
+def test_hpfiq_judgements_name_the_item_and_field(tmp_path, field, value, match):
+    from qurelib.data import DatasetError, load_hpfiq
+
+    def image(asin):
+        return f"/-/image_data/shirt/{asin}.jpg"
+    qs = {"ref_img_paths": [image("R")], "targ_img_paths": [image("T")], "sentences": ["is red"],
+          "preferred set": ["1"], "retrieved_set1": [{"img_path": [image("A")], "user_score": "2"}],
+          "retrieved_set2": [{"img_path": [image("B")], "user_score": "4"}]}
+    path = write_json(tmp_path / "hpfiq.json", {"user_1": {"question_set_1": {**qs, field: value}}})
+    with pytest.raises(DatasetError, match=r"hpfiq\.json: " + match):
+        load_hpfiq(path)
+    assert load_hpfiq(write_json(path, {"user_1": {"question_set_1": qs}}))[0].preferred == 1
+
+
+def test_fashion_shapes_records_and_profile_are_checked(tmp_path, monkeypatch):
+    from qurelib.data.schema import DatasetError
+    from qurelib.data.synthetic import load_fashion_shapes, make_fashion_shapes
+
+    with pytest.raises(ValueError, match=r"parameter data_profile='smok': expected one of \('smoke', 'default'\)"):
+        cfg_in(tmp_path, monkeypatch, data_profile="smok")
+    root = make_fashion_shapes(tmp_path / "fs", "smoke", seed=0)
+    attributes = root / "relevance" / "attributes.json"
+    records = json.loads(attributes.read_text())
+    victim = sorted(records)[0]
+    records[victim] = {"category": "dress", "attributes": ["red"]}
+    attributes.write_text(json.dumps(records))
+    with pytest.raises(DatasetError, match=rf"attributes\.json: the record of '{victim}' must be an object with "
+                                           r"'category' and 'attributes'.*Regenerate it"):
+        load_fashion_shapes(root, victim.split("-")[2])

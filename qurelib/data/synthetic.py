@@ -307,6 +307,12 @@ def load_fashion_shapes(root: str | Path, split: str) -> dict[str, CIRSplit]:
         if missing:
             raise DatasetError(f"{DATASET}: image {missing[0]!r} (and {len(missing) - 1} more) "
                                f"has no record in {attr_path}. Expected layout: {LAYOUT}")
+        bad = next((i for i in cir.image_paths if not isinstance(records[i], dict)
+                    or not isinstance(records[i].get("attributes"), dict)), None)
+        if bad is not None:
+            raise DatasetError(f"{DATASET}: {attr_path}: the record of {bad!r} must be an object with "
+                               f"'category' and 'attributes' (an object), got {json.dumps(records[bad])[:80]}. "
+                               f"{regenerate_hint(root)}")
         cir.queries = [replace(q, positives=tuple(p)) for q, p in zip(cir.queries, positives)]
         cir.all_positives_known = True
         cir.attributes = {i: records[i] for i in cir.image_paths}
