@@ -239,6 +239,10 @@ def test_generated_data_repairs_itself_and_its_errors_say_regenerate(tmp_path, m
     with pytest.warns(UserWarning, match=r"manifest\.json is unreadable .*regenerating"):
         stages.prepare_data(cfg)
     assert split.image_paths[victim].is_file() and read_manifest(root)["profile"] == "smoke"
+    (root / "captions" / "cap.toptee.train.json").unlink()  # a deleted generated annotation file
+    with pytest.warns(UserWarning, match=r"does not load; regenerating it.*cap\.toptee\.train\.json"):
+        stages.prepare_data(cfg)
+    assert (root / "captions" / "cap.toptee.train.json").is_file()
 
 
 def test_a_damaged_image_cache_is_rebuilt_with_a_warning(tmp_path, monkeypatch):

@@ -42,19 +42,24 @@ BASELINE_RUN = "info_nce"       # runs/<profile>/info_nce: the contrastive basel
 # --- 00: data -----------------------------------------------------------------------------------
 def prepare_data(cfg: StudyConfig) -> Path:
     """Generate Fashion-Shapes if needed (real datasets must exist), check that every image of the
-    train and val splits exists and decodes (a damaged generated image is regenerated; a damaged
-    real one is an error listing them), and record the dataset in data.json."""
-    if cfg.dataset == "fashion-shapes":
-        root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed)
-    else:
+    train and val splits exists and decodes (a damaged generated image or file is regenerated; a
+    damaged real one is an error listing them), and record the dataset in data.json."""
+    if cfg.dataset != "fashion-shapes":
         root = cfg.root
         if not root.is_dir():
             raise DatasetError(f"data_root {root} does not exist (dataset {cfg.dataset!r}); "
                                f"see README.md, section 'Datasets'")
-    bad = _unreadable_images(cfg)
-    if bad and cfg.dataset == "fashion-shapes":  # the generator is deterministic: regenerate, check again
-        root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed, force=True)
         bad = _unreadable_images(cfg)
+    else:  # the generator is deterministic: regenerate what is damaged, then check once more
+        root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed)
+        try:
+            bad = _unreadable_images(cfg)
+        except DatasetError as error:  # a generated file is missing or malformed
+            warnings.warn(f"Fashion-Shapes at {root} does not load; regenerating it. {error}", stacklevel=2)
+            bad = True
+        if bad:
+            root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed, force=True)
+            bad = _unreadable_images(cfg)
     if bad:
         listing = "\n".join(f"  {split}: {image_id} -> {path}" for split, image_id, path in bad[:20])
         raise DatasetError(f"{len(bad)} image(s) of {root} are missing or do not decode:\n{listing}\n"
