@@ -1,7 +1,8 @@
 """The anatomy of score curves: why the widest gaps of a sorted (Q, N) score matrix sit where they
 do (issue 11: on Fashion-Shapes the released drop rule's H lies in the bottom tenth of the curve).
 
-Three measurements, each a plain function of the scores (dataset-agnostic, no model):
+Three measurements, each a plain function of the scores (any float dtype, torch or numpy;
+dataset-agnostic, no model):
 - `gaps_by_decile`: the mean gap between consecutive sorted scores in each tenth of the ranking,
   relative to the row's mean gap (1 everywhere = evenly spaced; a large last value = a sparse
   lower tail);
@@ -22,7 +23,7 @@ from qurelib import audit
 def gaps_by_decile(scores: torch.Tensor, bins: int = 10) -> list[float]:
     """Mean gap y_j - y_{j+1} of each row's descending curve in each of `bins` equal slices of the
     positions, over the row's mean gap, averaged over rows. scores: (Q, N), N > bins."""
-    srt = np.sort(scores.detach().float().cpu().numpy(), axis=1)[:, ::-1]  # (Q, N)
+    srt = np.sort(torch.as_tensor(scores).detach().float().cpu().numpy(), axis=1)[:, ::-1]  # (Q, N)
     gaps = srt[:, :-1] - srt[:, 1:]  # (Q, N-1)
     scale = np.maximum(gaps.mean(axis=1, keepdims=True), 1e-12)
     edges = np.linspace(0, gaps.shape[1], bins + 1).round().astype(int)
@@ -32,7 +33,7 @@ def gaps_by_decile(scores: torch.Tensor, bins: int = 10) -> list[float]:
 def steepest_drop_position(scores: torch.Tensor, target_idx: torch.Tensor) -> np.ndarray:
     """(Q,) float: position of each query's steepest drop below its target as a fraction of the
     corpus (drop between positions j and j+1 -> (j + 1) / N); NaN where the tail has no drop."""
-    vals = scores.detach().float().cpu().numpy()
+    vals = torch.as_tensor(scores).detach().float().cpu().numpy()  # numpy, bf16 accepted
     out = np.full(len(vals), np.nan)
     for q, (row, t) in enumerate(zip(vals, target_idx.tolist())):
         order = np.argsort(-row, kind="stable")
@@ -52,7 +53,7 @@ def persistent_low_images(scores: torch.Tensor, share: float = 0.05) -> dict:
     the same images are at the bottom of every curve), and "mean_z_spread": the standard deviation
     over images of their mean per-query z-score (0 = no image is systematically high or low).
     """
-    vals = scores.detach().float().cpu().numpy()  # (Q, N)
+    vals = torch.as_tensor(scores).detach().float().cpu().numpy()  # (Q, N); numpy, bf16 accepted
     q, n = vals.shape
     cut = max(1, int(round(share * n)))
     ranks = np.argsort(np.argsort(-vals, axis=1, kind="stable"), axis=1)  # (Q, N) 0 = best

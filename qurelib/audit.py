@@ -110,7 +110,9 @@ def audit_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor,
 # --- the hardness audit: where H sits on the curve and what it is made of ---------------------------
 def score_ranks(scores: torch.Tensor, chunk_rows: int = 256) -> torch.Tensor:
     """(Q, N) int32: the position of every corpus column in its query's descending score order
-    (ties by column, as the mining ranks them), 0 = the best-scoring image."""
+    (ties by column, as the mining ranks them), 0 = the best-scoring image. scores: (Q, N), any float
+    dtype, torch or numpy."""
+    scores = torch.as_tensor(scores)
     q, n = scores.shape
     ranks = torch.empty(q, n, dtype=torch.int32)
     positions = torch.arange(n, dtype=torch.int32).expand(min(q, chunk_rows), n)

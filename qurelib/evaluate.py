@@ -112,7 +112,12 @@ def evaluate(model, split: CIRSplit, *, image_cache: ImageCache | None = None, b
     """Encode `split` once and compute every metric it supports (`metrics_from_scores`).
 
     image_cache: frozen-ViT features (built here if None); return_scores adds "scores" (Q, N).
+    Raises ValueError naming a split with no queries or no corpus (the loaders refuse empty split
+    files; a split built in code can still be empty).
     """
+    if not split.queries or not split.corpus_ids:
+        raise ValueError(f"evaluate: split {split.name!r} has {len(split.queries)} queries and "
+                         f"{len(split.corpus_ids)} corpus images: nothing to rank")
     cache = image_cache or build_image_cache(model, [split], progress=progress)
     query, corpus = encode_split(model, split, cache, batch_size=batch_size, progress=progress)
     scores = score_corpus(query, corpus).cpu()  # (Q, N)

@@ -36,7 +36,7 @@ from qurelib.audit import (attribute_distances, attribute_names, audit_hard_nega
 from qurelib.data.schema import CIRSplit
 from qurelib.encode import ImageCache, autocast, build_image_cache, encode_split
 from qurelib.evaluate import evaluate_splits
-from qurelib.files import write_json_atomic, write_text_atomic
+from qurelib.files import read_json_object, write_json_atomic, write_text_atomic
 from qurelib.model import load_checkpoint, resolve_device, save_checkpoint
 from qurelib.progress import progress_bar
 from qurelib.provenance import git_commit, split_fingerprint
@@ -86,14 +86,27 @@ class TrainConfig:
     progress: bool = True            # tqdm bars
 
     def __post_init__(self):
-        checks = [(self.epochs >= 1, "epochs >= 1"), (self.n_def >= 1, "n_def >= 1"),
-                  (self.batch_size >= 1, "batch_size >= 1"), (self.lr > 0, "lr > 0"),
-                  (self.loss in LOSSES, f"loss in {LOSSES}"),
-                  (self.strategy in STRATEGIES, f"strategy in {STRATEGIES}"),
-                  (self.rule in RULES, f"rule in {RULES}")]
-        bad = [msg for ok, msg in checks if not ok]
+        def whole(x) -> bool:
+            return isinstance(x, int) and not isinstance(x, bool)
+        checks = [(whole(self.epochs) and self.epochs >= 1, "epochs", "an int >= 1"),
+                  (whole(self.n_def) and self.n_def >= 1, "n_def", "an int >= 1"),
+                  (whole(self.batch_size) and self.batch_size >= 1, "batch_size", "an int >= 1"),
+                  (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0, "lr",
+                   "a finite number > 0"),
+                  (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "weight_decay",
+                   "a number >= 0"),
+                  (self.loss in LOSSES, "loss", f"one of {LOSSES}"),
+                  (self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}"),
+                  (self.rule in RULES, "rule", f"one of {RULES}"),
+                  (whole(self.audit_k) and self.audit_k >= 1, "audit_k", "an int >= 1"),
+                  (isinstance(self.audit_ratio, (int, float)) and 0 < self.audit_ratio <= 1, "audit_ratio",
+                   "a number in (0, 1]"),
+                  (whole(self.eval_every) and self.eval_every >= 0, "eval_every", "an int >= 0 (0 = never)"),
+                  (whole(self.encode_batch_size) and self.encode_batch_size >= 1, "encode_batch_size",
+                   "an int >= 1")]
+        bad = [f"{name} must be {what}, got {getattr(self, name)!r}" for ok, name, what in checks if not ok]
         if bad:
-            raise ValueError(f"TrainConfig: expected {', '.join(bad)}; got {self}")
+            raise ValueError(f"TrainConfig: {'; '.join(bad)}")
         check_mining_args(self.strategy, self.rule, self.consecutive_threshold, self.k, self.ratio, self.window)
 
     @property
@@ -151,11 +164,48 @@ class TrainData:
         return torch.cat(out)
 
 
+def check_train_splits(splits: dict[str, CIRSplit], config: TrainConfig) -> None:
+    """ValueError naming the split (and query) that cannot train, before any image is encoded: a
+    split without queries, or, for the Bradley-Terry loss, a query whose corpus holds no image that
+    could be its negative (a corpus of 1 image; of 2 when `exclude_reference` removes the other)."""
+    if not splits:
+        raise ValueError("train: no training splits given")
+    for name, split in splits.items():
+        if not split.queries:
+            raise ValueError(f"train: split {name!r} has no queries")
+        if config.loss != "bradley_terry":
+            continue  # in-batch negatives: other queries' targets
+        index = split.corpus_index
+        for q in split.queries:
+            removed = config.exclude_reference and q.reference_id in index and q.reference_id != q.target_id
+            if len(index) - 1 - removed < 1:
+                why = " once exclude_reference removes the reference" if removed else ""
+                raise ValueError(f"train: split {name!r}, query {q.query_id!r}: its corpus of {len(index)} image(s) "
+                                 f"holds no negative besides the target{why}; the Bradley-Terry loss needs at "
+                                 f"least {2 + removed} corpus images (or use loss='info_nce', in-batch negatives)")
+
+
 def _epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + salt)
 
 
 # ----------------------------------------------------------------------------- mining
+EMPTY_SET_CAUSES = {"percent_of_positive": "every other image scores above ratio x the target's score",
+                    "after_target_top_k": "the target ranks last"}
+
+
+def check_nonempty_sets(sets: HardNegativeSets, split: CIRSplit, name: str, strategy: str, epoch: int) -> None:
+    """ValueError naming the split, the first query with an empty hard-negative set and why (the
+    sampler needs one negative per query); strategies that can come back empty are named in
+    EMPTY_SET_CAUSES."""
+    empty = (sets.sizes == 0).nonzero().flatten()
+    if len(empty):
+        raise ValueError(f"epoch {epoch}: strategy {strategy!r} mined no hard negative for {len(empty)} query(ies) "
+                         f"of split {name!r}, first {split.queries[int(empty[0])].query_id!r} "
+                         f"({EMPTY_SET_CAUSES.get(strategy, 'no image but the target is left')}); the sampler needs "
+                         f"one per query: use a strategy that always finds one ('drops', 'top_k' or 'all')")
+
+
 @torch.no_grad()
 def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
                 epoch: int) -> tuple[HardNegativeSets, dict]:
@@ -179,6 +229,7 @@ def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
         sets = mine_hard_negatives(scores, target, strategy=config.strategy, rule=config.rule,
                                    consecutive_threshold=config.consecutive_threshold, k=config.k,
                                    ratio=config.ratio, window=config.window, exclude=exclude)
+        check_nonempty_sets(sets, split, name, config.strategy, epoch)
         positives = split.known_positive_indices()  # None on real data: FN counts unknown
         ranks = score_ranks(scores)  # (Q_s, N_s), shared by every hardness audit of this split
         distance = attribute_distances(split.attributes, split.corpus_ids, target)  # None: real data
@@ -273,7 +324,7 @@ def fork_problems(init_from: str | os.PathLike, config: TrainConfig) -> list[str
     path = Path(init_from) / CHECKPOINT / "config.json"
     if not path.is_file():
         return [f"{path.parent} does not exist: run the warm-up stage first"]
-    extra = json.loads(path.read_text()).get("extra", {})
+    extra = read_json_object(path, "rerun the warm-up (stage 01)").get("extra", {})
     problems = config_differences(extra.get("train_config", {}), config, fork=True)
     if extra.get("epoch", 0) + 1 > config.period:
         problems.append(f"it is at epoch {extra.get('epoch', 0) + 1}, past the first re-mining (epoch {config.period})")
@@ -367,6 +418,7 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
         "mined" or "in_batch"), timings (TIMING_KEYS), "mining" statistics after a re-mining
         (per split: set sizes, fallbacks, fn_rate, queries_with_fn, and "audit"), and "val".
     """
+    check_train_splits(splits, config)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -407,4 +459,12 @@ def read_history(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / HISTORY
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError as error:
+                raise ValueError(f"{path}, line {n}, is damaged ({error}); rerun the run's stage (it rewrites "
+                                 f"the file from its checkpoint after every epoch)") from None
+    return records

@@ -58,7 +58,7 @@ def test_errors(tmp_path):
         load_circo(tmp_path, "train")
     _write(tmp_path / "annotations" / "val.json", [{"id": 0, "reference_img_id": 1,
                                                     "target_img_id": 2, "relative_caption": "x"}])
-    with pytest.raises(DatasetError, match=r"field 'gt_img_ids' missing in entry 0 of .*val\.json"):
+    with pytest.raises(DatasetError, match=r"field 'gt_img_ids' missing in entry 0 \(id 0\) of .*val\.json"):
         load_circo(tmp_path, "val")
     (tmp_path / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json").unlink()
     with pytest.raises(DatasetError, match=r"missing file .*image_info_unlabeled2017\.json"):

@@ -81,7 +81,7 @@ def test_errors_name_file_field_layout(tmp_path):
     _write(tmp_path / "cirr" / "captions" / "cap.rc2.val.json",
            [{"pairid": 1, "reference": "dev-0-img0", "caption": "x", "target_soft": {},
              "img_set": {"members": []}}])
-    with pytest.raises(DatasetError, match=r"field 'target_hard' missing in entry 0 of .*val"):
+    with pytest.raises(DatasetError, match=r"field 'target_hard' missing in entry 0 \(pairid 1\) of .*val"):
         load_cirr(tmp_path, "val")
     _write(tmp_path / "cirr" / "captions" / "cap.rc2.val.json",
            [{"pairid": 1, "reference": "dev-9-img0", "caption": "x", "target_hard": "dev-1-img0",

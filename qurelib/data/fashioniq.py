@@ -14,8 +14,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from qurelib.data.schema import CIRSplit, DatasetError, Query, read_json, require, require_dir, \
-    require_type
+from qurelib.data.schema import CIRSplit, DatasetError, Query, field_error, read_json, require, \
+    require_dir, require_entries, require_id
 
 DATASET = "FashionIQ"
 FIQ_CATEGORIES = ("dress", "shirt", "toptee")
@@ -59,23 +59,24 @@ def resolve_image_paths(ids: list[str], found: dict[str, Path],
 
 def _read_captions(path: Path, split: str, category: str) -> list[Query]:
     """Queries of one caption file; test entries carry no target."""
-    entries = require_type(read_json(path, DATASET, LAYOUT), list, path, "the top level",
-                           DATASET, LAYOUT)
+    entries = require_entries(read_json(path, DATASET, LAYOUT), path, "caption entry", DATASET, LAYOUT)
     queries = []
     for n, entry in enumerate(entries):
         where = f"entry {n}"
-        reference = require(entry, "candidate", path, where, DATASET, LAYOUT)
-        target = entry.get("target") if split == "test" else \
-            require(entry, "target", path, where, DATASET, LAYOUT)
+        reference = require_id(entry, "candidate", path, where, DATASET, LAYOUT)
+        if split == "test" and (not isinstance(entry, dict) or entry.get("target") is None):
+            target = None
+        else:
+            target = require_id(entry, "target", path, where, DATASET, LAYOUT,
+                                hint="; only the test split may leave it out")
         captions = require(entry, "captions", path, where, DATASET, LAYOUT)
-        if not isinstance(captions, list) or len(captions) != 2:
-            raise DatasetError(f"{DATASET}: field 'captions' of {where} in {path} should be a list "
-                               f"of 2 strings, got {captions!r}. Expected layout: {LAYOUT}")
+        if not isinstance(captions, list) or len(captions) != 2 or \
+                not all(isinstance(c, str) for c in captions):
+            raise field_error(path, where, "captions", "a list of 2 strings", captions, DATASET)
         queries.append(Query(
-            query_id=f"{category}-{split}-{n}", reference_id=str(reference),
+            query_id=f"{category}-{split}-{n}", reference_id=reference,
             modification_text=join_fiq_captions(*captions),
-            target_id=None if target is None else str(target),
-            positives=() if target is None else (str(target),),
+            target_id=target, positives=() if target is None else (target,),
             category=category, captions=tuple(captions)))
     return queries
 
@@ -88,8 +89,8 @@ def load_fashioniq_category(root: Path, split: str, category: str,
         raise DatasetError(f"{DATASET}: unknown split {split!r}; expected one of {FIQ_SPLITS}")
     queries = _read_captions(root / "captions" / f"cap.{category}.{split}.json", split, category)
     split_path = root / "image_splits" / f"split.{category}.{split}.json"
-    corpus = [str(i) for i in require_type(read_json(split_path, DATASET, LAYOUT), list,
-                                           split_path, "the top level", DATASET, LAYOUT)]
+    corpus = [str(i) for i in require_entries(read_json(split_path, DATASET, LAYOUT), split_path,
+                                              "corpus image id", DATASET, LAYOUT)]
     image_dir = root / "images"
     found = index_images(image_dir) if found is None else found
     ids = list(dict.fromkeys([*corpus, *(q.reference_id for q in queries),
@@ -100,15 +101,21 @@ def load_fashioniq_category(root: Path, split: str, category: str,
 
 
 def load_fashioniq(root: str | Path, split: str,
-                   categories: tuple[str, ...] = FIQ_CATEGORIES) -> dict[str, CIRSplit]:
+                   categories: str | tuple[str, ...] = FIQ_CATEGORIES) -> dict[str, CIRSplit]:
     """FashionIQ `split` ("train" | "val" | "test") as {category: CIRSplit}, one corpus each.
 
     Args:
         root: the folder holding captions/, image_splits/ and images/.
         split: which caption and image-split files to read.
-        categories: subset of ("dress", "shirt", "toptee") (Fashion-Shapes uses the same names).
-    Raises DatasetError naming the file / field and the expected layout.
+        categories: subset of ("dress", "shirt", "toptee") (Fashion-Shapes uses the same names);
+            a single name such as "dress" means that one category (never its letters).
+    Raises DatasetError naming the file / field and the expected layout; ValueError for empty
+    `categories`.
     """
+    categories = (categories,) if isinstance(categories, str) else tuple(categories)
+    if not categories or not all(isinstance(c, str) and c for c in categories):
+        raise ValueError(f"load_fashioniq: categories must be a category name or a non-empty sequence of "
+                         f"them, e.g. {FIQ_CATEGORIES}; got {categories!r}")
     root = require_dir(Path(root), DATASET, LAYOUT)
     found = index_images(root / "images")
     return {cat: load_fashioniq_category(root, split, cat, found) for cat in categories}

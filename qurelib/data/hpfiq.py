@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qurelib.data.fashioniq import index_images, resolve_image_paths
-from qurelib.data.schema import CIRSplit, DatasetError, Query, read_json, require, require_dir, \
-    require_type
+from qurelib.data.schema import CIRSplit, DatasetError, Query, field_error, read_json, require, \
+    require_dir, require_type
+
 
 DATASET = "HP-FashionIQ"
 LAYOUT = ('{"user_<k>": {"question_set_<j>": {ref_img_paths, targ_img_paths, sentences, '
@@ -70,6 +71,20 @@ def _asin(path: str, file: Path, where: str) -> tuple[str, str]:
     return m["cat"], m["asin"]
 
 
+def _integer(value, file: Path, where: str, name: str, allowed: tuple[int, ...] | None = None) -> int:
+    """A released integer field (the file writes "3"; 3 is accepted too); DatasetError naming the
+    file, the item and the field if it is not one (or not in `allowed`)."""
+    n = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        n = int(value)
+    if n is None or (allowed is not None and n not in allowed):
+        expected = "an integer" + (f" in {allowed}" if allowed else "")
+        raise field_error(file, where, name, expected, value, DATASET)
+    return n
+
+
 def _question_set(qs: dict, prefix: str, file: Path) -> list[HPFIQItem]:
     """The items of one question set (all FIELDS are parallel lists)."""
     cols = {f: require_type(require(qs, f, file, prefix, DATASET, LAYOUT), list, file,
@@ -85,15 +100,16 @@ def _question_set(qs: dict, prefix: str, file: Path) -> list[HPFIQItem]:
         sets = []
         for key in ("retrieved_set1", "retrieved_set2"):
             entry = cols[key][n]
-            paths = require(entry, "img_path", file, f"{key} of {where}", DATASET, LAYOUT)
+            paths = require_type(require(entry, "img_path", file, f"{key} of {where}", DATASET, LAYOUT),
+                                 list, file, f"{key}.img_path of {where}", DATASET, LAYOUT)
             score = require(entry, "user_score", file, f"{key} of {where}", DATASET, LAYOUT)
             sets.append((tuple(_asin(p, file, f"{key}.img_path of {where}")[1] for p in paths),
-                         int(score)))
+                         _integer(score, file, where, f"{key}.user_score")))
         items.append(HPFIQItem(
             item_id=f"{prefix}/{n}", category=category, reference_id=ref, target_id=target,
             modification_text=str(cols["sentences"][n]), set1_ids=sets[0][0],
             set2_ids=sets[1][0], score1=sets[0][1], score2=sets[1][1],
-            preferred=int(cols["preferred set"][n])))
+            preferred=_integer(cols["preferred set"][n], file, where, "preferred set", (1, 2))))
     return items
 
 

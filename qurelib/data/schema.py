@@ -53,6 +53,8 @@ class CIRSplit:
     `all_positives_known`: the queries' `positives` are complete (Fashion-Shapes), so a mined
     negative that is not among them is truly a negative. Real datasets know only the target (and
     CIRCO a few more): there, false-negative counts are unknown, never zero.
+    `remedy` says how to replace a missing or damaged image (Fashion-Shapes: regenerate it);
+    empty means the layout and the README's dataset section (real data is downloaded).
     """
 
     name: str
@@ -61,6 +63,7 @@ class CIRSplit:
     image_paths: Mapping[str, Path]
     attributes: dict[str, dict] | None = None
     layout: str = ""
+    remedy: str = ""  # how to fix a missing or damaged image (default: the layout and the README)
     all_positives_known: bool = False  # every relevant corpus image is listed (Fashion-Shapes only):
     #                                    only then can false negatives be counted
 
@@ -85,13 +88,13 @@ class CIRSplit:
         path = self.image_path(image_id)
         if not path.is_file():
             raise DatasetError(f"{self.name}: image {image_id!r} missing: expected file {path}. "
-                               f"{self.layout} {README_POINTER}.")
+                               f"{self.remedy or f'{self.layout} {README_POINTER}.'}")
         try:
             with Image.open(path) as img:
                 return img.convert("RGB")
         except (OSError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
-            raise DatasetError(f"{self.name}: image {image_id!r} at {path} does not decode ({error}); "
-                               f"replace the file (Fashion-Shapes: rerun its generator)") from None
+            raise DatasetError(f"{self.name}: image {image_id!r} at {path} does not decode ({error}). "
+                               f"{self.remedy or f'Replace the file; {README_POINTER}.'}") from None
 
     def target_indices(self) -> torch.Tensor:
         """Corpus column of every query's target, LongTensor (Q,).
@@ -184,6 +187,50 @@ def require_type(value: Any, kind: type | tuple[type, ...], path: Path, what: st
     return value
 
 
+def field_error(path: Path, where: str, name: str, expected: str, value: Any, dataset: str,
+                hint: str = "") -> DatasetError:
+    """The error for a present field of the wrong kind: file, entry, field, what it must be and what
+    it is (as JSON, the way the file writes it: null, [1, 2])."""
+    got = json.dumps(value, default=str)
+    got = got if len(got) <= 80 else got[:77] + "..."
+    return DatasetError(f"{dataset}: {path}: {where}: field {name!r} must be {expected}, got {got}{hint}")
+
+
+def is_id(value: Any) -> bool:
+    """Whether `value` is an image / query id as the files write them: a non-empty str, or an int (CIRCO)."""
+    return (isinstance(value, str) and value != "") or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def require_id(entry: Any, name: str, path: Path, where: str, dataset: str, layout: str,
+               hint: str = "") -> str:
+    """`entry[name]` as a str id; DatasetError naming file, entry and field if it is absent, null,
+    a list or anything else that is not an id (str() would turn it into an id no image has).
+    `hint` ends the message (e.g. "; only the test split may leave it out")."""
+    value = require(entry, name, path, where, dataset, layout)
+    if not is_id(value):
+        raise field_error(path, where, name, "an image id (a string)", value, dataset, hint)
+    return str(value)
+
+
+def require_text(entry: Any, name: str, path: Path, where: str, dataset: str, layout: str) -> str:
+    """`entry[name]` if it is a string (a caption), else DatasetError naming file, entry and field."""
+    value = require(entry, name, path, where, dataset, layout)
+    if not isinstance(value, str):
+        raise field_error(path, where, name, "a string", value, dataset)
+    return value
+
+
+def require_entries(value: Any, path: Path, what: str, dataset: str, layout: str,
+                    kind: type = list) -> Any:
+    """The top level of a split file: a non-empty `kind`; an empty one is an error now, naming the
+    file, rather than an IndexError at evaluation (a split needs queries and a corpus)."""
+    require_type(value, kind, path, "the top level", dataset, layout)
+    if not value:
+        raise DatasetError(f"{dataset}: {path} is empty: a split needs at least one {what}. "
+                           f"Expected layout: {layout}")
+    return value
+
+
 def require_dir(root: Path, dataset: str, layout: str) -> Path:
     """`root` as a Path if it is a directory, else DatasetError with the expected layout."""
     root = Path(root)
@@ -194,6 +241,11 @@ def require_dir(root: Path, dataset: str, layout: str) -> Path:
 
 
 def as_str_list(value: Sequence, path: Path, what: str, dataset: str, layout: str) -> list[str]:
-    """A JSON list of ids as strings (CIRCO ids are ints in the files)."""
-    require_type(value, list, path, what, dataset, layout)
+    """A JSON list of ids as strings (CIRCO ids are ints in the files); DatasetError naming the file,
+    `what` (e.g. "entry 3 (id 7): field 'gt_img_ids'") and the first item that is not an id."""
+    bad = [value] if not isinstance(value, list) else [v for v in value if not is_id(v)]
+    if bad:
+        got = json.dumps(bad[0], default=str)[:80]
+        raise DatasetError(f"{dataset}: {path}: {what} must be a list of image ids, got "
+                           f"{got}{' among them' if isinstance(value, list) else ''}. Expected layout: {layout}")
     return [str(v) for v in value]

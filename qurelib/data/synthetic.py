@@ -42,6 +42,7 @@ import shutil
 import statistics
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -51,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from qurelib.data.fashioniq import load_fashioniq
-from qurelib.data.schema import CIRSplit, DatasetError, read_json
+from qurelib.data.schema import CIRSplit, DatasetError, read_json, require_type
 from qurelib.data.synthetic_draw import render_image, sample_nuisance
 from qurelib.data.vocab import ATTRIBUTES, CATEGORIES, JOINERS, PHRASES, VOCABULARY, \
     caption_changes, describe, graded_relevance, split_words
@@ -59,7 +60,7 @@ from qurelib.paths import generated_data_dir
 
 __all__ = ["ATTRIBUTES", "CATEGORIES", "VOCABULARY", "PROFILES", "Profile", "describe",
            "graded_relevance", "split_words", "make_fashion_shapes", "load_fashion_shapes",
-           "positives_distribution", "caption_changes"]
+           "positives_distribution", "caption_changes", "read_manifest"]
 
 GENERATOR_VERSION = 1
 SPLITS = ("train", "val")
@@ -67,6 +68,12 @@ _OWNED = {"captions", "image_splits", "images", "relevance", "vocabulary.txt", "
 DATASET = "Fashion-Shapes"
 LAYOUT = ("FashionIQ layout (captions/, image_splits/, images/) plus relevance/attributes.json "
           "and relevance/positives.{cat}.{split}.json, as written by make_fashion_shapes")
+
+
+def regenerate_hint(root: Path) -> str:
+    """How to rebuild a generated dataset (never a download: the generator is deterministic)."""
+    return (f"Regenerate it: rerun stage 00 (00_make_data / `make reproduce`; it regenerates missing or "
+            f"damaged files), or `python -m qurelib.data.synthetic --out {root} --profile <smoke|default> --force`")
 
 
 @dataclass(frozen=True)
@@ -202,11 +209,31 @@ def _prepare_dir(out: Path) -> None:
     (out / "images").mkdir(parents=True)
 
 
+def read_manifest(root: str | Path) -> dict:
+    """`root/manifest.json` (written last by the generator); DatasetError naming the file and how to
+    regenerate it if it is missing or not a JSON object (an interrupted or damaged generation)."""
+    path = Path(root) / "manifest.json"
+    try:
+        got = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # missing, unreadable, truncated (JSONDecodeError)
+        raise DatasetError(f"{DATASET}: cannot read {path} ({error}). {regenerate_hint(Path(root))}") from None
+    if not isinstance(got, dict):
+        raise DatasetError(f"{DATASET}: {path} should hold a JSON object, got {type(got).__name__}. "
+                           f"{regenerate_hint(Path(root))}")
+    return got
+
+
 def _matches(manifest: Path, profile: str, seed: int) -> bool:
-    """Whether `manifest` records a complete generation of this profile, seed and version."""
+    """Whether `manifest` records a complete generation of this profile, seed and version (an
+    unreadable manifest does not: the caller regenerates, with a warning naming it)."""
     if not manifest.is_file():
         return False
-    got = json.loads(manifest.read_text(encoding="utf-8"))
+    try:
+        got = read_manifest(manifest.parent)
+    except DatasetError:
+        warnings.warn(f"{DATASET}: {manifest} is unreadable (an interrupted or damaged generation); "
+                      f"regenerating the dataset", stacklevel=3)
+        return False
     return (got.get("profile"), got.get("seed"), got.get("version")) == \
         (profile, seed, GENERATOR_VERSION)
 
@@ -265,7 +292,7 @@ def load_fashion_shapes(root: str | Path, split: str) -> dict[str, CIRSplit]:
     root = Path(root)
     splits = load_fashioniq(root, split, CATEGORIES)
     attr_path = root / "relevance" / "attributes.json"
-    records = read_json(attr_path, DATASET, LAYOUT)
+    records = require_type(read_json(attr_path, DATASET, LAYOUT), dict, attr_path, "the top level", DATASET, LAYOUT)
     for category, cir in splits.items():
         pos_path = root / "relevance" / f"positives.{category}.{split}.json"
         positives = read_json(pos_path, DATASET, LAYOUT)
@@ -280,10 +307,17 @@ def load_fashion_shapes(root: str | Path, split: str) -> dict[str, CIRSplit]:
         if missing:
             raise DatasetError(f"{DATASET}: image {missing[0]!r} (and {len(missing) - 1} more) "
                                f"has no record in {attr_path}. Expected layout: {LAYOUT}")
+        bad = next((i for i in cir.image_paths if not isinstance(records[i], dict)
+                    or not isinstance(records[i].get("attributes"), dict)), None)
+        if bad is not None:
+            raise DatasetError(f"{DATASET}: {attr_path}: the record of {bad!r} must be an object with "
+                               f"'category' and 'attributes' (an object), got {json.dumps(records[bad])[:80]}. "
+                               f"{regenerate_hint(root)}")
         cir.queries = [replace(q, positives=tuple(p)) for q, p in zip(cir.queries, positives)]
         cir.all_positives_known = True
         cir.attributes = {i: records[i] for i in cir.image_paths}
         cir.name = f"fashion-shapes-{category}-{split}"
+        cir.remedy = regenerate_hint(root)
     return splits
 
 
@@ -316,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     up_to_date = not args.force and _matches(out / "manifest.json", args.profile, args.seed)
     make_fashion_shapes(out, args.profile, args.seed, force=args.force, workers=args.workers)
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    manifest = read_manifest(out)
     sizes = ", ".join(f"{k} {v['triplets']} triplets / {v['images']} images"
                       for k, v in manifest["sizes"].items())
     how = "already up to date" if up_to_date else f"in {time.perf_counter() - start:.1f} s"

@@ -42,10 +42,22 @@ class ModelLoadError(RuntimeError):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda when available, else cpu."""
+    """"auto" -> cuda when available, else cpu. ValueError naming the `device` parameter for a name
+    torch does not know or a CUDA device this machine lacks (torch's own error is an assertion)."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a device name; use 'auto', 'cpu' or 'cuda' (or 'cuda:N')") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(f"device={device!r}: no CUDA device is available here (torch {torch.__version__}, {build}); "
+                         f"use device='cpu' or 'auto' (notebooks and make: -p device cpu)")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                         f"use 'cuda' or 'cuda:0' .. 'cuda:{torch.cuda.device_count() - 1}'")
+    return resolved
 
 
 class CIRModel(nn.Module):

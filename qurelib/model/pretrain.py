@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from qurelib.data.synthetic import describe, load_fashion_shapes
+from qurelib.data.synthetic import describe, load_fashion_shapes, read_manifest
 from qurelib.model.checkpoint import load_checkpoint, save_checkpoint
 from qurelib.model.modeling import CIRModel, ModelLoadError, build_tiny, resolve_device
 from qurelib.progress import progress_bar
@@ -100,7 +100,7 @@ def _schedule(step: int, total: int, warmup: int) -> float:
 
 def _settings(data_root: Path, **kwargs) -> dict:
     """What a cached checkpoint must match to be reused: hyperparameters + the data's manifest."""
-    manifest = json.loads((data_root / "manifest.json").read_text())
+    manifest = read_manifest(data_root)
     data = {k: manifest.get(k) for k in ("profile", "seed", "version", "sizes")}
     return {"data": data, **kwargs}
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qurelib import paths
+from qurelib.data.synthetic import PROFILES
+from qurelib.model import resolve_device
 from qurelib.train import TrainConfig
 
 DATASETS = ("fashion-shapes", "fashioniq", "cirr")
@@ -40,6 +42,13 @@ class StudyConfig:
         if self.dataset != "fashion-shapes" and not self.data_root:
             raise ValueError(f"parameter data_root: dataset {self.dataset!r} needs the folder it was "
                              f"downloaded to (see README.md, section 'Datasets')")
+        if self.dataset == "fashion-shapes" and self.data_profile not in PROFILES:
+            raise ValueError(f"parameter data_profile={self.data_profile!r}: expected one of {tuple(PROFILES)} "
+                             f"(the size of the generated Fashion-Shapes)")
+        try:  # checked in the first cell, not by torch's assertion when the model moves
+            resolve_device(self.device)
+        except ValueError as error:
+            raise ValueError(f"parameter {error}") from None
 
     @property
     def run_dir(self) -> Path:

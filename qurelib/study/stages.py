@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 import time
 import warnings
@@ -28,7 +29,7 @@ from qurelib.data import load_cirr, load_fashion_shapes, load_fashioniq
 from qurelib.data.schema import CIRSplit, DatasetError
 from qurelib.data.synthetic import make_fashion_shapes
 from qurelib.encode import ImageCache, build_image_cache, score_split, split_image_ids
-from qurelib.files import save_torch_atomic, write_json_atomic
+from qurelib.files import read_json_object, save_torch_atomic, write_json_atomic
 from qurelib.model import load_model
 from qurelib.model.pretrain import pretrain_tiny
 from qurelib.study.config import StudyConfig
@@ -42,19 +43,24 @@ BASELINE_RUN = "info_nce"       # runs/<profile>/info_nce: the contrastive basel
 # --- 00: data -----------------------------------------------------------------------------------
 def prepare_data(cfg: StudyConfig) -> Path:
     """Generate Fashion-Shapes if needed (real datasets must exist), check that every image of the
-    train and val splits exists and decodes (a damaged generated image is regenerated; a damaged
-    real one is an error listing them), and record the dataset in data.json."""
-    if cfg.dataset == "fashion-shapes":
-        root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed)
-    else:
+    train and val splits exists and decodes (a damaged generated image or file is regenerated; a
+    damaged real one is an error listing them), and record the dataset in data.json."""
+    if cfg.dataset != "fashion-shapes":
         root = cfg.root
         if not root.is_dir():
             raise DatasetError(f"data_root {root} does not exist (dataset {cfg.dataset!r}); "
                                f"see README.md, section 'Datasets'")
-    bad = _unreadable_images(cfg)
-    if bad and cfg.dataset == "fashion-shapes":  # the generator is deterministic: regenerate, check again
-        root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed, force=True)
         bad = _unreadable_images(cfg)
+    else:  # the generator is deterministic: regenerate what is damaged, then check once more
+        root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed)
+        try:
+            bad = _unreadable_images(cfg)
+        except DatasetError as error:  # a generated file is missing or malformed
+            warnings.warn(f"Fashion-Shapes at {root} does not load; regenerating it. {error}", stacklevel=2)
+            bad = True
+        if bad:
+            root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed, force=True)
+            bad = _unreadable_images(cfg)
     if bad:
         listing = "\n".join(f"  {split}: {image_id} -> {path}" for split, image_id, path in bad[:20])
         raise DatasetError(f"{len(bad)} image(s) of {root} are missing or do not decode:\n{listing}\n"
@@ -128,7 +134,7 @@ def load_run(cfg: StudyConfig, name: str):
     path = cfg.run_dir / name / CHECKPOINT
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist: run the stage that trains {name!r} first")
-    extra = json.loads((path / "config.json").read_text()).get("extra", {})
+    extra = read_json_object(path / "config.json", f"rerun the stage that trains {name!r}").get("extra", {})
     saved = extra.get("train_config")
     if saved is not None:
         config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
@@ -163,13 +169,29 @@ def image_cache(cfg: StudyConfig, model, progress: bool = True) -> ImageCache:
     ids = sorted({i for s in splits for i in split_image_ids(s)})
     key = _vision_fingerprint(model, ids)
     path = cfg.run_dir / "image_cache.pt"
-    if path.is_file():
-        saved = torch.load(path, map_location=model.device, weights_only=True)
-        if saved.get("key") == key:
-            return ImageCache({i: r for r, i in enumerate(saved["ids"])}, saved["embeds"])
+    saved = _read_image_cache(path, model.device)
+    if saved is not None and saved["key"] == key:
+        return ImageCache({i: r for r, i in enumerate(saved["ids"])}, saved["embeds"])
     cache = build_image_cache(model, splits, progress=progress)
     save_torch_atomic(path, {"key": key, "ids": sorted(cache.row, key=cache.row.get), "embeds": cache.embeds.cpu()})
     return cache
+
+
+def _read_image_cache(path: Path, device) -> dict | None:
+    """The saved image cache, or None if there is none; a damaged one (truncated, not a torch file,
+    not a cache) is only a cache: a warning naming it, and None so that it is rebuilt."""
+    if not path.is_file():
+        return None
+    try:  # torch.load fails in several ways on a damaged file: zip (RuntimeError), OS, pickle, EOF errors
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
+        saved, why = None, (str(error).strip().splitlines() or [type(error).__name__])[0]
+    else:
+        why = "not an image cache"
+    if isinstance(saved, dict) and {"key", "ids", "embeds"} <= saved.keys():
+        return saved
+    warnings.warn(f"{path} is unreadable ({why}); rebuilding the image cache", stacklevel=3)
+    return None
 
 
 def _set_aside_if_changed(run_dir: Path, config: TrainConfig) -> None:
@@ -178,7 +200,10 @@ def _set_aside_if_changed(run_dir: Path, config: TrainConfig) -> None:
     saved_path = run_dir / "config.json"
     if not saved_path.is_file():
         return
-    diff = config_differences(json.loads(saved_path.read_text()).get("train_config", {}), config)
+    try:
+        diff = config_differences(read_json_object(saved_path, "").get("train_config", {}), config)
+    except ValueError:  # damaged: whether the run may resume is unknown, so it starts afresh
+        diff = [f"{saved_path} is damaged"]
     if diff:
         stale = run_dir.parent / "stale" / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         stale.parent.mkdir(parents=True, exist_ok=True)
