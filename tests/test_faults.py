@@ -306,18 +306,6 @@ def test_a_corpus_without_negatives_fails_before_training(tmp_path, corpus, refe
     assert len(train(load_model("tiny", device="cpu"), splits, info_nce, tmp_path / "nce")) == 1  # in-batch: fine
 
 
-def test_an_empty_mined_set_names_the_split_query_and_cause(tmp_path):
-    from qurelib.train import check_nonempty_sets
-
-    split = load_fashioniq(fiq_root(tmp_path, [GOOD, {**GOOD, "candidate": "C"}]), "train", "dress")["dress"]
-    sets = qure.HardNegativeSets.from_lists([np.array([2]), np.array([], dtype=np.int64)], [False, False])
-    with pytest.raises(ValueError, match=r"strategy 'percent_of_positive' mined no hard negative for 1 query\(ies\) "
-                                         r"of split 'dress', first 'dress-train-1' \(every other image scores above"):
-        check_nonempty_sets(sets, split, "dress", "percent_of_positive", epoch=2)
-    check_nonempty_sets(qure.HardNegativeSets.from_lists([np.array([2]), np.array([0])], [False, False]),
-                        split, "dress", "drops", epoch=2)
-
-
 @pytest.mark.parametrize("changes, match", [
     (dict(epochs=2.5), "epochs must be an int >= 1, got 2.5"),
     (dict(batch_size=0), "batch_size must be an int >= 1, got 0"),
