@@ -39,12 +39,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,notebooks]"
 	touch $@
 
-# The smoke chain first, in a fresh temporary runs folder (QURELIB_RUNS_DIR), so the library under
-# test is what trains; tests/test_notebook_outputs.py then looks at its executed notebooks, and the
+# The smoke chain and its ablation first, in a fresh temporary runs folder (QURELIB_RUNS_DIR), so the
+# library under test is what trains; tests/test_notebook_outputs.py then looks at its executed notebooks, and the
 # notebooks under nbval reuse its runs. Line coverage per module is printed at the end.
 test: venv
 	@tmp=$$(mktemp -d -t qurelib-test-runs.XXXXXX) && \
 	QURELIB_RUNS_DIR=$$tmp $(MAKE) --no-print-directory reproduce PROFILE=smoke RUNS=$$tmp && \
+	QURELIB_RUNS_DIR=$$tmp $(MAKE) --no-print-directory -j2 ablation PROFILE=smoke RUNS=$$tmp && \
 	QURELIB_RUNS_DIR=$$tmp $(PY) -m pytest -q tests notebooks --nbval-lax --cov=qurelib --cov-report=term \
 		--cov-report=html:$$tmp/coverage && rm -rf $$tmp
 
