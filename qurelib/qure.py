@@ -368,8 +368,10 @@ def bradley_terry_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, tempe
     return F.softplus(-(pos_scores - neg_scores) / temperature).mean()
 
 
-def info_nce_loss(query: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
+def info_nce_loss(query: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor | float,
+                  offset: int = 0) -> torch.Tensor:
     """In-batch contrastive loss (CLIP4Cir / SPRC style): every other target in the batch is a
-    negative. query: (B, D); targets: (B, T, D) or (B, D), row i the target of query i."""
-    logits = score_corpus(query, targets) / temperature  # (B, B)
-    return F.cross_entropy(logits, torch.arange(query.shape[0], device=query.device))
+    negative. query: (B, D); targets: (B', T, D) or (B', D), row offset + i the target of query i
+    (B' = B and offset 0 in one process; data-parallel: the global batch's targets, B' >= B)."""
+    logits = score_corpus(query, targets) / temperature  # (B, B')
+    return F.cross_entropy(logits, offset + torch.arange(query.shape[0], device=query.device))
