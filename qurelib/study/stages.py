@@ -190,12 +190,12 @@ def _set_aside_if_changed(run_dir: Path, config: TrainConfig) -> None:
                       stacklevel=3)
 
 
-def train_elsewhere(cfg: StudyConfig, stage: str, run_name: str, nproc: int, model=None, *, val: bool = False,
+def train_elsewhere(cfg: StudyConfig, stage: str, run: str, nproc: int, model=None, *, val: bool = False,
                     **kwargs) -> list[dict]:
     """Run a training stage on `nproc` processes: `torchrun --nproc_per_node=nproc -m
-    qurelib.study.launch` on the same settings (written to runs/<profile>/<run_name>.launch.json),
+    qurelib.study.launch` on the same settings (written to runs/<profile>/<run>.launch.json),
     then load the run's checkpoint into `model` (if given) and return its history."""
-    spec = cfg.run_dir / f"{run_name}.launch.json"
+    spec = cfg.run_dir / f"{run}.launch.json"
     write_json_atomic(spec, {"study": dataclasses.asdict(cfg), "stage": stage, "kwargs": kwargs, "val": val})
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "qurelib.study.launch", str(spec)]
@@ -204,10 +204,10 @@ def train_elsewhere(cfg: StudyConfig, stage: str, run_name: str, nproc: int, mod
         raise RuntimeError(f"{stage} on {nproc} processes failed (exit {done.returncode}): {' '.join(command)}; "
                            f"its output is above. Rerun with nproc=1 to train in this process")
     if model is not None:
-        model.load_state_dict(load_checkpoint(cfg.run_dir / run_name / CHECKPOINT, device=str(model.device))
+        model.load_state_dict(load_checkpoint(cfg.run_dir / run / CHECKPOINT, device=str(model.device))
                               .model.state_dict())
         model.eval()
-    return read_history(cfg.run_dir / run_name)
+    return read_history(cfg.run_dir / run)
 
 
 def run_warmup(cfg: StudyConfig, model, train_splits, cache, progress: bool = True, nproc: int = 1) -> list[dict]:
