@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     cfg = StudyConfig(**spec["study"])
     train_splits = stages.load_splits(cfg, "train")
     val = {"val_splits": stages.load_splits(cfg, "val")} if spec.get("val") else {}
-    progress = distributed.is_main() and spec["kwargs"].pop("progress", True)
+    progress = spec["kwargs"].pop("progress", True) and distributed.is_main()
     model = stages.load_named_model(cfg, "pretrained")  # a fork / resume overwrites it from its checkpoint
     cache = stages.image_cache(cfg, model, progress=progress)
     if spec["stage"] == "warmup":
