@@ -79,3 +79,12 @@ def info_nce_step(out: str, batch: int) -> None:
     if distributed.is_main():
         torch.save({"single_loss": float(whole), "parallel_loss": total, "single": single, "parallel": parallel,
                     "offset_seen": every.shape[0]}, out)
+
+
+def first_pass(root: str, tmp: str, config: dict, mining_config: dict) -> None:
+    """Everything the tests need from one world size, in one spawn (process start-up is most of
+    the cost): `mine_once` to tmp/mine.pt, `info_nce_step` (7 queries) to tmp/nce.pt, and the
+    warm-up epoch (`train_run`, stop_epoch 1) in tmp/warmup."""
+    mine_once(root, str(Path(tmp) / "mine.pt"), mining_config)
+    info_nce_step(str(Path(tmp) / "nce.pt"), 7)
+    train_run(root, str(Path(tmp) / "warmup"), config, 1)

@@ -60,19 +60,26 @@ def test_shard_ranges_and_batch_size_errors():
         distributed.local_batch_size(30, 4)
 
 
-def test_sharded_cache_scoring_and_mining_equal_single_process(smoke_root, tmp_path):
-    config = {**CONFIG, "exclude_reference": True, "audit": ("drops/paper", "top_k", "all")}
+@pytest.fixture(scope="module")
+def first(smoke_root, tmp_path_factory):
+    """`distributed_workers.first_pass` at world 1 and world 2: {world: folder}."""
+    mining = {**CONFIG, "exclude_reference": True, "audit": ("drops/paper", "top_k", "all")}
+    out = {}
     for world in (1, 2):
-        distributed.spawn(W.mine_once, world, smoke_root, str(tmp_path / f"w{world}.pt"), config)
-    one, two = torch.load(tmp_path / "w1.pt"), torch.load(tmp_path / "w2.pt")
+        out[world] = tmp_path_factory.mktemp(f"w{world}")
+        distributed.spawn(W.first_pass, world, smoke_root, str(out[world]), CONFIG, mining)
+    return out
+
+
+def test_sharded_cache_scoring_and_mining_equal_single_process(first):
+    one, two = torch.load(first[1] / "mine.pt"), torch.load(first[2] / "mine.pt")
     for key in ("cache", "indptr", "indices", "fallback"):
         assert torch.equal(one[key], two[key]), key
     assert one["rows"] == two["rows"] and one["stats"] == two["stats"]
 
 
-def test_info_nce_gathered_negatives_equal_the_global_batch(tmp_path):
-    distributed.spawn(W.info_nce_step, 2, str(tmp_path / "nce.pt"), 7)  # shares of 4 and 3 queries
-    r = torch.load(tmp_path / "nce.pt")
+def test_info_nce_gathered_negatives_equal_the_global_batch(first):
+    r = torch.load(first[2] / "nce.pt")  # 7 queries: shares of 4 and 3
     assert r["offset_seen"] == 7  # each rank scored its queries against all 7 targets
     assert r["parallel_loss"] == pytest.approx(r["single_loss"], rel=LOSS_RTOL)
     for single, parallel in zip(r["single"], r["parallel"]):
@@ -82,12 +89,9 @@ def test_info_nce_gathered_negatives_equal_the_global_batch(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def warmups(smoke_root, tmp_path_factory):
+def warmups(first):
     """The warm-up epoch (random negatives) at world 1 and world 2: {world: run_dir}."""
-    tmp = tmp_path_factory.mktemp("warm")
-    for world in (1, 2):
-        distributed.spawn(W.train_run, world, smoke_root, str(tmp / f"w{world}"), CONFIG, 1)
-    return {world: tmp / f"w{world}" for world in (1, 2)}
+    return {world: first[world] / "warmup" for world in (1, 2)}
 
 
 @pytest.fixture(scope="module")
