@@ -46,9 +46,9 @@ def main(argv=None) -> None:
         new = training.bench_training(quick=args.quick, device=args.device)
         rows += new
         _print_table(new)
-    if "sharded" in parts:  # CIRR: 28,225 queries x 16,939 images; queries scaled down (time on 2 cores)
-        new = sharded.bench_sharded_mining(*((400, 1700) if args.quick else (4000, 16939)))
-        new += sharded.bench_heavy_tail(*((200, 1700) if args.quick else (1000, 16939)))
+    if "sharded" in parts:  # CIRR val/train scale: 28,225 queries x 16,939 images
+        new = sharded.bench_sharded_mining(*((400, 1700) if args.quick else (28225, 16939)))
+        new += sharded.bench_heavy_tail(*((200, 1700) if args.quick else (2000, 16939)))
         rows += new
         _print_table(new)
     if args.json:
