@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
-DEFAULT_TIMEOUT_S = 600  # a collective waiting longer than this (a dead peer) raises instead of hanging
+DEFAULT_TIMEOUT_S = 1800  # a collective waiting longer (a dead peer) raises; rank 0 validates meanwhile
 
 
 def world_size() -> int:
@@ -40,12 +42,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def init_from_env(timeout_s: int = DEFAULT_TIMEOUT_S) -> bool:
+def init_from_env(timeout_s: int = DEFAULT_TIMEOUT_S, backend: str | None = None) -> bool:
     """Join the group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in the
-    environment): nccl on CUDA, gloo otherwise. Returns False (nothing done) outside torchrun."""
+    environment): `backend`, by default nccl on CUDA and gloo otherwise (gloo also carries CUDA
+    tensors, through the CPU). Returns False (nothing done) outside torchrun."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or dist.is_initialized():
         return dist.is_initialized()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
@@ -173,7 +176,7 @@ def _spawned(rank_: int, world: int, port: int, fn, args) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank_), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank_))
     torch.set_num_threads(1)  # each rank one thread: N ranks on N cores
-    init_from_env(timeout_s=120)
+    init_from_env(timeout_s=120, backend="gloo")  # gloo: several ranks may share one GPU
     try:
         fn(*args)
     finally:
@@ -184,10 +187,6 @@ def spawn(fn, world: int, *args) -> None:
     """Run `fn(*args)` in `world` fresh processes joined by a gloo group on this machine (one
     thread each): the in-process stand-in for torchrun that tests and `make bench` use. `fn` must
     be importable (module level); a failing rank raises here."""
-    import socket
-
-    import torch.multiprocessing as mp
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -473,7 +473,7 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
             "train_config": config_json(config), "splits": summary, "model": getattr(model, "source", None),
             "init_from": None if init_from is None else str(init_from), "git_commit": git_commit()})
     wall = history[-1]["wall_s"] if history else 0.0
-    cuda = [device.index or 0] if device.type == "cuda" else []
+    cuda = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
     stop = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
     for epoch in progress_bar(range(start, stop), initial=start, total=config.epochs, desc="train",
                               show=config.progress and distributed.is_main()):
