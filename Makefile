@@ -14,6 +14,8 @@ LIB := $(shell find qurelib -name '*.py' 2>/dev/null)
 DATA_ROOT ?=
 # More papermill parameters for every stage: make reproduce NB_ARGS="-p hpfiq_path /data/hpfiq.json"
 NB_ARGS ?=
+# Training processes of stages 01 and 03 (torchrun data-parallel, one per GPU): make reproduce NPROC=2
+NPROC ?= 1
 PAPERMILL_ARGS := $(if $(DATA_ROOT),-p data_root $(DATA_ROOT)) $(NB_ARGS)
 export PYTHONUNBUFFERED := 1
 # Offline by default (tests never download); a GPU user with network may pass HF_HUB_OFFLINE=0.
@@ -24,6 +26,7 @@ export HF_HUB_OFFLINE ?= 1
 
 help:
 	@echo "make reproduce [PROFILE=default|smoke]  the whole study on the embedded benchmark"
+	@echo "make reproduce NPROC=2                  ... with training data-parallel on 2 processes (torchrun)"
 	@echo "make test                               every test (unit + notebooks on the smoke profile)"
 	@echo "make ablation [PROFILE=...]             the hard-negative strategy sweep"
 	@echo "make bench                              fast paths vs naive, side by side"
@@ -65,12 +68,20 @@ $(RUN)/.args: FORCE
 	@echo '$(PAPERMILL_ARGS)' | cmp -s - $@ || echo '$(PAPERMILL_ARGS)' > $@
 FORCE:
 
+# NPROC changes results beyond float rounding (data-parallel gradients round differently, and a
+# rounding-level weight difference can move a drop pair, so later mined sets differ): it is an
+# input of the training stages, rewritten only when it changes; stage 01 (and so 02-05) depends on it.
+$(RUN)/.nproc: FORCE
+	@mkdir -p $(RUN)
+	@echo '$(NPROC)' | cmp -s - $@ || echo '$(NPROC)' > $@
+
 # A stage runs through qurelib.study.runner: each notebook gets only the parameters it declares,
 # an unknown -p name is an error, and the output notebook appears only when every cell ran.
-STAGE = $(PY) -m qurelib.study.runner --chain notebooks --params params/$(PROFILE).yaml -p profile $(PROFILE) $(PAPERMILL_ARGS)
+STAGE = $(PY) -m qurelib.study.runner --chain notebooks --params params/$(PROFILE).yaml -p profile $(PROFILE) \
+	-p nproc $(NPROC) $(PAPERMILL_ARGS)
 
 $(RUN)/00_make_data.ipynb: notebooks/00_make_data.ipynb params/$(PROFILE).yaml $(RUN)/.args $(LIB) | venv
-$(RUN)/01_warmup.ipynb: $(RUN)/00_make_data.ipynb
+$(RUN)/01_warmup.ipynb: $(RUN)/00_make_data.ipynb $(RUN)/.nproc
 $(RUN)/02_mine_negatives.ipynb: $(RUN)/01_warmup.ipynb
 $(RUN)/03_preference_finetune.ipynb: $(RUN)/02_mine_negatives.ipynb
 $(RUN)/04_evaluate.ipynb: $(RUN)/03_preference_finetune.ipynb

@@ -93,14 +93,18 @@ def audit_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor,
                          positives: Sequence[Sequence[int]] | None, specs: Sequence[str] = AUDIT,
                          *, k: int, ratio: float, exclude: torch.Tensor | None = None,
                          consecutive_threshold: int = 1, ranks: torch.Tensor | None = None,
-                         distance: torch.Tensor | None = None, levels: int | None = None) -> dict[str, dict]:
+                         distance: torch.Tensor | None = None, levels: int | None = None,
+                         mined: Mapping[str, HardNegativeSets] | None = None) -> dict[str, dict]:
     """`hard_negative_stats` of the sets each strategy in `specs` would mine from the same scores;
     given `ranks` (`score_ranks(scores)`), each also carries `hardness_stats` under "hardness"
-    (with `distance`, `attribute_distances`, and `levels` for the composition)."""
+    (with `distance`, `attribute_distances`, and `levels` for the composition). `mined`: the sets
+    of each spec already mined (data-parallel training mines them shard by shard); `scores` is
+    then unused and may be None."""
     out = {}
     for spec in specs:
-        sets = mine_spec(scores, target_idx, spec, k=k, ratio=ratio, exclude=exclude,
-                         consecutive_threshold=consecutive_threshold)
+        sets = mined[spec] if mined is not None else \
+            mine_spec(scores, target_idx, spec, k=k, ratio=ratio, exclude=exclude,
+                      consecutive_threshold=consecutive_threshold)
         out[spec] = hard_negative_stats(sets, positives)
         if ranks is not None:
             out[spec]["hardness"] = hardness_stats(sets, ranks, distance, levels)

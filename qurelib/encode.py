@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+from qurelib import distributed
 from qurelib.data.schema import CIRSplit
 from qurelib.progress import progress_bar
 from qurelib.qure import score_corpus
@@ -48,6 +49,8 @@ def build_image_cache(model, splits: Iterable[CIRSplit], *, batch_size: int = 64
                       cache: ImageCache | None = None, progress: bool = True) -> ImageCache:
     """Run the frozen vision tower once over every image of `splits` (extending `cache` if given).
 
+    Under torch.distributed each rank encodes a contiguous share of the new images and every rank
+    ends with the whole cache (rows in the same order as a single process gives them).
     Raises ValueError if the model's vision tower is trainable (its features would go stale).
     """
     if not getattr(model, "vision_frozen", False):
@@ -62,11 +65,16 @@ def build_image_cache(model, splits: Iterable[CIRSplit], *, batch_size: int = 64
     todo = list(sources)
     chunks = [] if cache is None else [cache.embeds]
     dtype = torch.float16 if model.device.type == "cuda" else torch.float32
-    for start in progress_bar(range(0, len(todo), batch_size), desc="encode images", show=progress):
-        ids = todo[start:start + batch_size]
+    sharded = distributed.world_size() > 1 and len(todo) >= distributed.world_size()
+    lo, hi = distributed.shard_range(len(todo)) if sharded else (0, len(todo))
+    new = []
+    for start in progress_bar(range(lo, hi, batch_size), desc="encode images", show=progress):
+        ids = todo[start:min(start + batch_size, hi)]
         pixels = model.preprocess([sources[i].load_image(i) for i in ids])  # (B, 3, S, S)
-        chunks.append(model.encode_image(pixels).to(dtype))  # (B, P, H)
-        row.update({i: len(row) + j for j, i in enumerate(ids)})
+        new.append(model.encode_image(pixels).to(dtype))  # (B, P, H)
+    if new:
+        chunks.append(distributed.gather_rows(torch.cat(new)) if sharded else torch.cat(new))  # (len(todo), P, H)
+    row.update({i: len(row) + j for j, i in enumerate(todo)})
     if not chunks:
         raise ValueError("build_image_cache: the splits hold no images")
     return ImageCache(row, torch.cat(chunks))
@@ -81,22 +89,25 @@ def autocast(model, amp: bool):
 
 @torch.no_grad()
 def encode_split(model, split: CIRSplit, cache: ImageCache, *, batch_size: int = 256,
-                 amp: bool = True, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 amp: bool = True, progress: bool = True, queries: slice = slice(None),
+                 corpus: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
     """Query embeddings (Q, D) and corpus embeddings (N, T, D), float32, in eval mode.
 
+    queries / corpus: the rows to encode (a rank's shard; default all), each non-empty.
     The model's train/eval mode is restored afterwards.
     """
     was_training = model.training
     model.eval()
     try:
-        ref_rows = cache.rows([q.reference_id for q in split.queries])
-        corpus_rows = cache.rows(split.corpus_ids)
+        chosen = split.queries[queries]
+        ref_rows = cache.rows([q.reference_id for q in chosen])
+        corpus_rows = cache.rows(split.corpus_ids[corpus])
         queries, corpus = [], []
         bar = progress_bar(total=len(ref_rows) + len(corpus_rows), desc=f"encode {split.name}",
                            show=progress, nested=True)
         with autocast(model, amp):
             for s in range(0, len(ref_rows), batch_size):
-                tok = model.tokenize([q.modification_text for q in split.queries[s:s + batch_size]])
+                tok = model.tokenize([q.modification_text for q in chosen[s:s + batch_size]])
                 emb = cache.embeds[ref_rows[s:s + batch_size].to(cache.embeds.device)]  # (B, P, H)
                 queries.append(model.encode_query(image_embeds=emb, **tok).float())  # (B, D)
                 bar.update(len(emb))

@@ -305,25 +305,22 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
     return HardNegativeSets.from_lists(sets, fallback)
 
 
-def fill_empty_sets(sets: HardNegativeSets, scores: torch.Tensor, target_idx: torch.Tensor,
+def fill_empty_sets(sets: HardNegativeSets, ranks: torch.Tensor, target_idx: torch.Tensor,
                     exclude: torch.Tensor | None = None) -> HardNegativeSets:
     """For training: every query whose set is empty (after-target top-k with the target ranked
     last; percent-of-positive with no image under the ceiling) gets the drops rule's last resort,
     every image but its target (and excluded column) in descending score, flagged as a fallback.
-    Other sets are returned unchanged; the audit reports the sets as mined, before this."""
+    ranks: (Q, N) positions of the columns in each query's ranking (`audit.score_ranks`, 0 = the
+    best). Other sets are returned unchanged; the audit reports the sets as mined, before this."""
     empty = np.nonzero(sets.sizes.numpy() == 0)[0]
     if not len(empty):
         return sets
     lists = [sets[q].numpy() for q in range(len(sets))]
     fallback = sets.fallback.numpy().copy()
     for q in empty.tolist():  # rare rows: one query at a time
-        row = scores[q].detach().float().cpu().numpy()
-        keep = np.ones(len(row), dtype=bool)
-        keep[int(target_idx[q])] = False
-        if exclude is not None and int(exclude[q]) >= 0:
-            keep[int(exclude[q])] = False
-        cols = np.nonzero(keep)[0]
-        lists[q], fallback[q] = cols[np.argsort(-row[cols], kind="stable")], True
+        order = torch.argsort(ranks[q].long()).numpy()  # columns, best first
+        drop = {int(target_idx[q])} | ({int(exclude[q])} if exclude is not None and int(exclude[q]) >= 0 else set())
+        lists[q], fallback[q] = order[~np.isin(order, list(drop))], True
     return HardNegativeSets.from_lists(lists, fallback)
 
 
@@ -393,8 +390,10 @@ def bradley_terry_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, tempe
     return F.softplus(-(pos_scores - neg_scores) / temperature).mean()
 
 
-def info_nce_loss(query: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
+def info_nce_loss(query: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor | float,
+                  offset: int = 0) -> torch.Tensor:
     """In-batch contrastive loss (CLIP4Cir / SPRC style): every other target in the batch is a
-    negative. query: (B, D); targets: (B, T, D) or (B, D), row i the target of query i."""
-    logits = score_corpus(query, targets) / temperature  # (B, B)
-    return F.cross_entropy(logits, torch.arange(query.shape[0], device=query.device))
+    negative. query: (B, D); targets: (B', T, D) or (B', D), row offset + i the target of query i
+    (B' = B and offset 0 in one process; data-parallel: the global batch's targets, B' >= B)."""
+    logits = score_corpus(query, targets) / temperature  # (B, B')
+    return F.cross_entropy(logits, offset + torch.arange(query.shape[0], device=query.device))

@@ -18,6 +18,16 @@ random draw of epoch e (query order, warm-up negatives, dropout) comes from gene
 (config.seed, e), and the sampler, optimizer and mined sets are in the checkpoint, so an
 interrupted-then-resumed run ends with the same weights and history (bar timing fields) as an
 uninterrupted one.
+
+Data-parallel (`torchrun --nproc_per_node=N`, `qurelib.distributed`): every rank holds the whole
+model, optimizer, image cache, sampler and mined sets (replicated, identical), and takes a
+contiguous share of each global batch of `batch_size` queries (batch_size / N each); gradients
+are summed over ranks with each rank's loss weighted by its share, so a step is the single
+process's step on the same global batch up to float reduction order. InfoNCE gathers the global
+batch's target embeddings (gradient back to the rank that computed them), so its negatives are
+the global batch. Re-mining shards the query and corpus encoding, the scoring of each rank's
+queries against the gathered corpus, and the mining itself; the sets are gathered in query order.
+Rank 0 alone writes config.json, checkpoints and history; resume works at any world size.
 """
 
 from __future__ import annotations
@@ -31,8 +41,9 @@ from pathlib import Path
 
 import torch
 
+from qurelib import distributed
 from qurelib.audit import (attribute_distances, attribute_names, audit_hard_negatives, corpus_composition,
-                           hard_negative_stats, hardness_stats, score_ranks)
+                           hard_negative_stats, hardness_stats, mine_spec, score_ranks)
 from qurelib.data.schema import CIRSplit
 from qurelib.encode import ImageCache, autocast, build_image_cache, encode_split
 from qurelib.evaluate import evaluate_splits
@@ -201,20 +212,25 @@ def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
     image attributes)).
     """
     indptr, indices, fallback, stats = [torch.zeros(1, dtype=torch.long)], [], [], {}
-    for name, split in progress_bar(data.splits.items(), desc=f"mine H (epoch {epoch})", show=config.progress,
-                                    nested=True):
-        query, corpus = encode_split(model, split, cache, batch_size=config.encode_batch_size,
-                                     amp=config.amp, progress=config.progress)
-        scores = score_corpus(query, corpus).cpu()  # (Q_s, N_s)
+    show = config.progress and distributed.is_main()
+    for name, split in progress_bar(data.splits.items(), desc=f"mine H (epoch {epoch})", show=show, nested=True):
         target = split.target_indices()  # (Q_s,)
         exclude = None
         if config.exclude_reference:
             exclude = split.reference_indices()  # -1 where the reference is not in the corpus
-        sets = mine_hard_negatives(scores, target, strategy=config.strategy, rule=config.rule,
-                                   consecutive_threshold=config.consecutive_threshold, k=config.k,
-                                   ratio=config.ratio, window=config.window, exclude=exclude)
+        mined = None
+        if distributed.world_size() > 1:
+            scores = None
+            sets, ranks, mined = _mine_split_sharded(model, split, cache, config, target, exclude)
+        else:
+            query, corpus = encode_split(model, split, cache, batch_size=config.encode_batch_size,
+                                         amp=config.amp, progress=config.progress)
+            scores = score_corpus(query, corpus).cpu()  # (Q_s, N_s)
+            sets = mine_hard_negatives(scores, target, strategy=config.strategy, rule=config.rule,
+                                       consecutive_threshold=config.consecutive_threshold, k=config.k,
+                                       ratio=config.ratio, window=config.window, exclude=exclude)
+            ranks = score_ranks(scores)  # (Q_s, N_s), shared by every hardness audit of this split
         positives = split.known_positive_indices()  # None on real data: FN counts unknown
-        ranks = score_ranks(scores)  # (Q_s, N_s), shared by every hardness audit of this split
         distance = attribute_distances(split.attributes, split.corpus_ids, target)  # None: real data
         levels = len(attribute_names(split.attributes)) + 1 if distance is not None else None
         stats[name] = hard_negative_stats(sets, positives)
@@ -225,9 +241,9 @@ def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
             stats[name]["audit"] = audit_hard_negatives(
                 scores, target, positives, config.audit, k=config.audit_k, ratio=config.audit_ratio,
                 exclude=exclude, consecutive_threshold=config.consecutive_threshold, ranks=ranks,
-                distance=distance, levels=levels)
+                distance=distance, levels=levels, mined=mined)
         stats[name]["empty_sets"] = int((sets.sizes == 0).sum())  # trained on every other image instead
-        sets = fill_empty_sets(sets, scores, target, exclude)  # the statistics above: the sets as mined
+        sets = fill_empty_sets(sets, ranks, target, exclude)  # the statistics above: the sets as mined
         indptr.append(sets.indptr[1:] + indptr[-1][-1])
         indices.append(data.corpus_rows[name][sets.indices])
         fallback.append(sets.fallback)
@@ -235,16 +251,58 @@ def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
     return merged, stats
 
 
+def gather_sets(sets: HardNegativeSets) -> HardNegativeSets:
+    """Every rank's sets of its contiguous query shard, concatenated in rank (= query) order."""
+    sizes = distributed.gather_rows(sets.sizes)  # (Q,)
+    indptr = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
+    return HardNegativeSets(indptr, distributed.gather_rows(sets.indices), distributed.gather_rows(sets.fallback))
+
+
+def _mine_split_sharded(model, split: CIRSplit, cache: ImageCache, config: TrainConfig, target: torch.Tensor,
+                        exclude: torch.Tensor | None) -> tuple[HardNegativeSets, torch.Tensor, dict | None]:
+    """`mine_splits` for one split on this rank's share: encode its query and corpus shards,
+    score its queries against the gathered corpus, mine them (and the audited strategies), and
+    gather sets and `score_ranks` in query order. Returns (sets, ranks (Q, N), {spec: sets} | None).
+    A split with fewer queries or images than ranks is encoded whole by every rank."""
+    world, q_total, n_total = distributed.world_size(), len(split.queries), len(split.corpus_ids)
+    small = min(q_total, n_total) < world
+    q0, q1 = (0, q_total) if small else distributed.shard_range(q_total)
+    c0, c1 = (0, n_total) if small else distributed.shard_range(n_total)
+    query, corpus = encode_split(model, split, cache, batch_size=config.encode_batch_size, amp=config.amp,
+                                 progress=config.progress and distributed.is_main(), queries=slice(q0, q1),
+                                 corpus=slice(c0, c1))  # (Q_r, D), (N_r, T, D)
+    corpus = corpus if small else distributed.gather_rows(corpus)  # (N, T, D)
+    chunk = max(1, (64 * 2**20) // max(1, q_total * corpus.shape[1]))  # the single process's corpus chunks
+    scores = score_corpus(query, corpus, chunk_size=chunk).cpu()  # (Q_r, N)
+    local_target = target[q0:q1]
+    local_exclude = None if exclude is None else exclude[q0:q1]
+    finish = (lambda t: t) if small else distributed.gather_rows
+    finish_sets = (lambda t: t) if small else gather_sets
+    sets = finish_sets(mine_hard_negatives(scores, local_target, strategy=config.strategy, rule=config.rule,
+                                           consecutive_threshold=config.consecutive_threshold, k=config.k,
+                                           ratio=config.ratio, window=config.window, exclude=local_exclude))
+    mined = {spec: finish_sets(mine_spec(scores, local_target, spec, k=config.audit_k, ratio=config.audit_ratio,
+                                         exclude=local_exclude, consecutive_threshold=config.consecutive_threshold))
+             for spec in config.audit} or None
+    return sets, finish(score_ranks(scores)), mined
+
+
 # ----------------------------------------------------------------------------- one epoch
 def batch_loss(model, data: TrainData, cache: ImageCache, ids: torch.Tensor,
-               negatives: torch.Tensor | None, loss: str) -> torch.Tensor:
-    """Loss of one batch of query ids (B,): Bradley-Terry on (target, negative) or in-batch InfoNCE."""
+               negatives: torch.Tensor | None, loss: str, gather: bool = False) -> torch.Tensor:
+    """Loss of one batch of query ids (B,): Bradley-Terry on (target, negative) or in-batch InfoNCE.
+
+    gather: data-parallel, `ids` being this rank's share of the global batch: InfoNCE's negatives
+    are then the targets of the whole global batch (`distributed.gather_rows_with_grad`)."""
     device = cache.embeds.device
     tok = model.tokenize([data.texts[i] for i in ids.tolist()])
     reference = cache.embeds[data.reference_rows[ids].to(device)]  # (B, P, H)
     query = model.encode_query(image_embeds=reference, **tok)  # (B, D)
     if loss == "info_nce":
         target = model.encode_corpus(image_embeds=cache.embeds[data.target_rows[ids].to(device)])  # (B, T, D)
+        if gather:
+            every, offset = distributed.gather_rows_with_grad(target)  # (B_global, T, D)
+            return info_nce_loss(query, every, model.temperature, offset=offset)
         return info_nce_loss(query, target, model.temperature)
     rows = torch.cat([data.target_rows[ids], negatives[ids]]).to(device)  # (2B,)
     images = model.encode_corpus(image_embeds=cache.embeds[rows])  # (2B, T, D)
@@ -253,16 +311,44 @@ def batch_loss(model, data: TrainData, cache: ImageCache, ids: torch.Tensor,
     return bradley_terry_loss(pos, neg, model.temperature)
 
 
+def _sharded_step(model, optimizer, data: TrainData, cache: ImageCache, ids: torch.Tensor,
+                  negatives: torch.Tensor | None, config: TrainConfig, params: list) -> float:
+    """One data-parallel step on the global batch `ids` (B,): this rank takes its contiguous share,
+    its loss is weighted by its share of B and the gradients are summed over ranks (the global
+    mean). A last batch smaller than the world is computed whole by every rank, each weighted 1 / N.
+    Returns this rank's part of sum(loss x queries) over the global batch."""
+    world = distributed.world_size()
+    whole = len(ids) < world
+    mine = ids if whole else ids.tensor_split(world)[distributed.rank()]  # (b,)
+    weight = 1.0 / world if whole else len(mine) / len(ids)
+    with autocast(model, config.amp):
+        loss = batch_loss(model, data, cache, mine, negatives, config.loss, gather=not whole)
+    optimizer.zero_grad(set_to_none=True)
+    (loss * weight).backward()
+    distributed.sum_gradients(params)
+    optimizer.step()
+    return float(loss.detach()) * weight * len(ids)
+
+
 def run_epoch(model, optimizer, data: TrainData, cache: ImageCache, negatives: torch.Tensor | None,
               config: TrainConfig, epoch: int) -> float:
-    """One pass over the shuffled training queries; returns the mean loss per query."""
+    """One pass over the shuffled training queries; returns the mean loss per query. Data-parallel,
+    each global batch of `batch_size` queries is shared by the ranks (`_sharded_step`)."""
     model.train()
     order = torch.randperm(len(data), generator=_epoch_generator(config.seed, epoch, salt=1))  # (Q,)
     total, count = 0.0, 0
-    bar = progress_bar(range(0, len(order), config.batch_size), desc=f"epoch {epoch}", show=config.progress,
-                       nested=True)
+    world = distributed.world_size()
+    if world > 1:
+        distributed.local_batch_size(config.batch_size, world)  # ValueError unless the world divides it
+        params = [p for p in model.parameters() if p.requires_grad]
+    bar = progress_bar(range(0, len(order), config.batch_size), desc=f"epoch {epoch}",
+                       show=config.progress and distributed.is_main(), nested=True)
     for start in bar:
         ids = order[start:start + config.batch_size]  # (B,)
+        if world > 1:
+            total += _sharded_step(model, optimizer, data, cache, ids, negatives, config, params)
+            count += len(ids)
+            continue
         with autocast(model, config.amp):
             loss = batch_loss(model, data, cache, ids, negatives, config.loss)
         optimizer.zero_grad(set_to_none=True)
@@ -271,6 +357,8 @@ def run_epoch(model, optimizer, data: TrainData, cache: ImageCache, negatives: t
         total += float(loss.detach()) * len(ids)
         count += len(ids)
         bar.set_postfix(loss=f"{total / count:.4f}")
+    if world > 1:
+        total = distributed.all_reduce_sum([total])[0]
     return total / max(count, 1)
 
 
@@ -366,7 +454,8 @@ def _one_epoch(model, optimizer, data: TrainData, cache: ImageCache, config: Tra
     record["queries_per_s"] = len(data) / max(record["train_s"], 1e-9)
     record["temperature"] = float(model.temperature.detach())
     last = epoch == config.epochs - 1
-    if val_splits and config.eval_every and ((epoch + 1) % config.eval_every == 0 or last):
+    if val_splits and config.eval_every and ((epoch + 1) % config.eval_every == 0 or last) \
+            and distributed.is_main():  # data-parallel: rank 0 alone validates (and records)
         t2 = time.perf_counter()
         result = evaluate_splits(model, val_splits, image_cache=cache, progress=config.progress,
                                  batch_size=config.encode_batch_size)
@@ -389,7 +478,9 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
         config: TrainConfig.
         run_dir: gets config.json, history.jsonl (one record per epoch) and checkpoint/ (the
             model after the last complete epoch plus optimizer, sampler and mined sets). If it
-            already holds a checkpoint of the same config, training resumes after it.
+            already holds a checkpoint of the same config, training resumes after it (at any
+            world size). Data-parallel, every rank calls `train` with the same arguments; rank 0
+            alone writes, and the other ranks return a history without validation records.
         val_splits: optional {name: CIRSplit} evaluated every `config.eval_every` epochs.
         image_cache: frozen-ViT features covering every split (built here if None).
         stop_epoch: return after this many epochs in all (a later call resumes): the study's
@@ -412,27 +503,28 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     start, history, sets, sampler = _resume(model, optimizer, run_dir, config, init_from)
-    if start == 0 or not (run_dir / "config.json").exists():
+    if distributed.is_main() and (start == 0 or not (run_dir / "config.json").exists()):
         summary = {name: {"queries": len(s.queries), "corpus": len(s.corpus_ids), "sha256": split_fingerprint(s)}
                    for name, s in splits.items()}
         write_json_atomic(run_dir / "config.json", {
             "train_config": config_json(config), "splits": summary, "model": getattr(model, "source", None),
             "init_from": None if init_from is None else str(init_from), "git_commit": git_commit()})
     wall = history[-1]["wall_s"] if history else 0.0
-    cuda = [device.index or 0] if device.type == "cuda" else []
+    cuda = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
     stop = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
     for epoch in progress_bar(range(start, stop), initial=start, total=config.epochs, desc="train",
-                              show=config.progress):
+                              show=config.progress and distributed.is_main()):
         t0 = time.perf_counter()
-        with torch.random.fork_rng(devices=cuda):  # dropout draws depend on (seed, epoch) only
-            torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + 2)
+        with torch.random.fork_rng(devices=cuda):  # dropout draws depend on (seed, epoch, rank) only
+            torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + 2 + 7_919 * distributed.rank())
             record, sets, sampler = _one_epoch(model, optimizer, data, cache, config, epoch, sets, sampler,
                                                val_splits)
         record["epoch_s"] = time.perf_counter() - t0
         wall += record["epoch_s"]
         record["wall_s"] = wall
         history.append(record)
-        _save(model, optimizer, run_dir, config, epoch, history, sets, sampler)
+        if distributed.is_main():
+            _save(model, optimizer, run_dir, config, epoch, history, sets, sampler)
     model.eval()
     return history
 

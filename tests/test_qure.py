@@ -215,9 +215,12 @@ def test_fill_empty_sets_gives_every_other_image_in_score_order_and_flags_it():
     # after-target top-k: query 0's target is ranked last (empty); query 1's tail is 3
     sets = qure.mine_hard_negatives(scores, target, strategy="after_target_top_k", k=2)
     assert sets.sizes.tolist() == [0, 1]
-    filled = fill_empty_sets(sets, scores, target)
+    from qurelib.audit import score_ranks
+
+    ranks = score_ranks(scores)
+    filled = fill_empty_sets(sets, ranks, target)
     assert filled[0].tolist() == [1, 2, 3] and filled[1].tolist() == [3]
     assert filled.fallback.tolist() == [True, False]
-    excluded = fill_empty_sets(sets, scores, target, exclude=torch.tensor([2, -1]))
+    excluded = fill_empty_sets(sets, ranks, target, exclude=torch.tensor([2, -1]))
     assert excluded[0].tolist() == [1, 3]
-    assert fill_empty_sets(filled, scores, target) is filled  # nothing empty: unchanged
+    assert fill_empty_sets(filled, ranks, target) is filled  # nothing empty: unchanged

@@ -1,6 +1,6 @@
 """`make bench`: side-by-side timings of qurelib's fast paths against the naive ways.
 
-    python -m qurelib.bench [--quick] [--device cpu|cuda] [--only mining,scoring,model,train]
+    python -m qurelib.bench [--quick] [--device cpu|cuda] [--only mining,scoring,model,train,sharded]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 
 import torch
 
-from qurelib.bench import fastpaths, model, training
+from qurelib.bench import fastpaths, model, sharded, training
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -22,7 +22,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run of the benchmark itself)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", default="mining,scoring,model,train")
+    ap.add_argument("--only", default="mining,scoring,model,train,sharded")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
     parts = set(args.only.split(","))
@@ -44,6 +44,11 @@ def main(argv=None) -> None:
         _print_table(new)
     if "train" in parts:
         new = training.bench_training(quick=args.quick, device=args.device)
+        rows += new
+        _print_table(new)
+    if "sharded" in parts:  # CIRR val/train scale: 28,225 queries x 16,939 images
+        new = sharded.bench_sharded_mining(*((400, 1700) if args.quick else (28225, 16939)))
+        new += sharded.bench_heavy_tail(*((200, 1700) if args.quick else (2000, 16939)))
         rows += new
         _print_table(new)
     if args.json:

@@ -13,10 +13,13 @@ Stage 04 and the ablation summary are in `qurelib.study.report`, the explorer (0
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qurelib import anatomy, audit
+from qurelib import anatomy, audit, distributed
 from qurelib.data import load_cirr, load_fashion_shapes, load_fashioniq
 from qurelib.data.schema import CIRSplit, DatasetError
 from qurelib.data.synthetic import make_fashion_shapes
 from qurelib.encode import ImageCache, build_image_cache, score_split, split_image_ids
 from qurelib.files import read_json_object, save_torch_atomic, write_json_atomic
-from qurelib.model import load_model
+from qurelib.model import load_checkpoint, load_model
 from qurelib.model.pretrain import pretrain_tiny
 from qurelib.study.config import StudyConfig
 from qurelib.study.tables import Table
@@ -173,7 +176,8 @@ def image_cache(cfg: StudyConfig, model, progress: bool = True) -> ImageCache:
     if saved is not None and saved["key"] == key:
         return ImageCache({i: r for r, i in enumerate(saved["ids"])}, saved["embeds"])
     cache = build_image_cache(model, splits, progress=progress)
-    save_torch_atomic(path, {"key": key, "ids": sorted(cache.row, key=cache.row.get), "embeds": cache.embeds.cpu()})
+    if distributed.is_main():
+        save_torch_atomic(path, {"key": key, "ids": sorted(cache.row, key=cache.row.get), "embeds": cache.embeds.cpu()})
     return cache
 
 
@@ -212,10 +216,33 @@ def _set_aside_if_changed(run_dir: Path, config: TrainConfig) -> None:
                       stacklevel=3)
 
 
-def run_warmup(cfg: StudyConfig, model, train_splits, cache, progress: bool = True) -> list[dict]:
-    """Epochs [0, E // n_def) with random negatives and the Bradley-Terry loss, in runs/<p>/warmup."""
+def train_elsewhere(cfg: StudyConfig, stage: str, run: str, nproc: int, model=None, *, val: bool = False,
+                    **kwargs) -> list[dict]:
+    """Run a training stage on `nproc` processes: `torchrun --nproc_per_node=nproc -m
+    qurelib.study.launch` on the same settings (written to runs/<profile>/<run>.launch.json),
+    then load the run's checkpoint into `model` (if given) and return its history."""
+    spec = cfg.run_dir / f"{run}.launch.json"
+    write_json_atomic(spec, {"study": dataclasses.asdict(cfg), "stage": stage, "kwargs": kwargs, "val": val})
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "qurelib.study.launch", str(spec)]
+    done = subprocess.run(command, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{stage} on {nproc} processes failed (exit {done.returncode}): {' '.join(command)}; "
+                           f"its output is above. Rerun with nproc=1 to train in this process")
+    if model is not None:
+        model.load_state_dict(load_checkpoint(cfg.run_dir / run / CHECKPOINT, device=str(model.device))
+                              .model.state_dict())
+        model.eval()
+    return read_history(cfg.run_dir / run)
+
+
+def run_warmup(cfg: StudyConfig, model, train_splits, cache, progress: bool = True, nproc: int = 1) -> list[dict]:
+    """Epochs [0, E // n_def) with random negatives and the Bradley-Terry loss, in runs/<p>/warmup;
+    nproc > 1: data-parallel on that many processes (`train_elsewhere`)."""
     config = cfg.train_config(progress=progress)
     _set_aside_if_changed(cfg.run_dir / WARMUP_RUN, config)
+    if nproc > 1:
+        return train_elsewhere(cfg, "warmup", WARMUP_RUN, nproc, model, progress=progress)
     return train(model, train_splits, config, cfg.run_dir / WARMUP_RUN, image_cache=cache,
                  stop_epoch=config.period)
 
@@ -363,11 +390,12 @@ def pooled_sizes(sets: dict) -> dict:
 def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str, strategy: str, rule: str,
                  consecutive_threshold: int, k: int, ratio: float, exclude_reference: bool, audit_k: int,
                  audit_ratio: float, window: int | float = 0, val_splits=None, eval_every: int = 1,
-                 progress: bool = True) -> list[dict]:
+                 progress: bool = True, nproc: int = 1) -> list[dict]:
     """The remaining epochs of a run forked from the warm-up: re-mining every E // n_def epochs
     with `strategy` and the Bradley-Terry loss. k = 0 means no cap, window = 0 the whole tail. At
     every re-mining the sets every strategy in `audit.HARDNESS_AUDIT` would mine from the same
-    scores are audited too (top-k: audit_k), with their hardness."""
+    scores are audited too (top-k: audit_k), with their hardness.
+    nproc > 1: data-parallel on that many processes (`train_elsewhere`)."""
     config = cfg.train_config(strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
                               window=window or None, k=k or None,
                               ratio=ratio if strategy == "percent_of_positive" else None,
@@ -379,18 +407,27 @@ def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str,
         raise ValueError(f"{run_name}: cannot fork the warm-up run ({'; '.join(problems)}). Rerun the warm-up "
                          f"with the same settings (stage 01: `make reproduce` reruns it when the parameters change)")
     _set_aside_if_changed(cfg.run_dir / run_name, config)
+    if nproc > 1:
+        return train_elsewhere(cfg, "finetune", run_name, nproc, model, val=val_splits is not None,
+                               run_name=run_name, strategy=strategy, rule=rule,
+                               consecutive_threshold=consecutive_threshold, window=window, k=k, ratio=ratio,
+                               exclude_reference=exclude_reference, audit_k=audit_k, audit_ratio=audit_ratio,
+                               eval_every=eval_every, progress=progress)
     return train(model, train_splits, config, cfg.run_dir / run_name, image_cache=cache, val_splits=val_splits,
                  init_from=cfg.run_dir / WARMUP_RUN)
 
 
 def run_baseline(cfg: StudyConfig, train_splits, cache, *, val_splits=None, eval_every: int = 1,
-                 progress: bool = True) -> list[dict]:
+                 progress: bool = True, nproc: int = 1) -> list[dict]:
     """The in-batch InfoNCE baseline (CLIP4Cir / SPRC style) from the same pretrained backbone as
     every other run (`load_named_model(cfg, "pretrained")`), same epochs, schedule and data, in
-    runs/<profile>/info_nce."""
-    model = load_named_model(cfg, "pretrained")
+    runs/<profile>/info_nce. nproc > 1: data-parallel, the negatives being the global batch."""
     config = cfg.train_config(loss="info_nce", eval_every=eval_every if val_splits else 0, progress=progress)
     _set_aside_if_changed(cfg.run_dir / BASELINE_RUN, config)
+    if nproc > 1:
+        return train_elsewhere(cfg, "baseline", BASELINE_RUN, nproc, val=val_splits is not None,
+                               eval_every=eval_every, progress=progress)
+    model = load_named_model(cfg, "pretrained")
     return train(model, train_splits, config, cfg.run_dir / BASELINE_RUN, image_cache=cache, val_splits=val_splits)
 
 
