@@ -10,6 +10,7 @@ import math
 from dataclasses import replace
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from qurelib import encode as C
 from qurelib import evaluate as E
 from qurelib import qure
 from qurelib import train as T
+from qurelib.data.schema import CIRSplit, Query
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +216,8 @@ def test_evaluate_splits_summary_by_hand(world):
     assert out["R@10"] == pytest.approx((recalls["dress"][10] + recalls["shirt"][10]) / 2)
     assert out["R@50"] == pytest.approx((recalls["dress"][50] + recalls["shirt"][50]) / 2)
     assert out["avg"] == pytest.approx((out["R@10"] + out["R@50"]) / 2)
+    own = E.evaluate_splits(model, {"dress": world.val["dress"]}, progress=False)  # builds its own cache
+    assert own["per_split"]["dress"]["R@10"] == pytest.approx(recalls["dress"][10])
 
 
 def test_pooling_over_splits_of_different_sizes_by_hand():
@@ -290,3 +294,48 @@ def test_mine_splits_gives_the_oracle_sets_as_cache_rows(world):
         assert stats[name]["fallbacks"] == sum(flags)
         fn_rate, _ = oracle.fn_rate_by_hand(want, split.positive_indices())
         assert stats[name]["fn_rate"] == pytest.approx(fn_rate)
+
+
+def _one_split_data(n_corpus: int, n_queries: int) -> T.TrainData:
+    """Queries of one split whose targets cycle through the corpus; cache rows are 100 + column."""
+    corpus = [f"img{i}" for i in range(n_corpus)]
+    queries = [Query(f"q{i}", corpus[0], "text", corpus[i % n_corpus]) for i in range(n_queries)]
+    split = CIRSplit("s", queries, corpus, {})
+    rows = torch.arange(n_corpus) + 100  # cache rows of the corpus
+    return T.TrainData({"s": split}, ["text"] * n_queries, rows[torch.zeros(n_queries, dtype=torch.long)],
+                       rows[split.target_indices()], {"s": rows}, {"s": 0})
+
+
+def test_warmup_negatives_are_uniform_over_the_corpus_minus_the_target():
+    data = _one_split_data(5, 5000)
+    draws = data.random_negatives(torch.Generator().manual_seed(0))
+    assert not bool((draws == data.target_rows).any())
+    for target in range(5):
+        picked = draws[data.target_rows == 100 + target]
+        counts = torch.bincount(picked - 100, minlength=5).tolist()
+        assert counts[target] == 0 and all(180 < c < 320 for i, c in enumerate(counts) if i != target), counts
+    again = data.random_negatives(torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)  # the generator alone decides the draws
+    two = _one_split_data(2, 4).random_negatives(torch.Generator().manual_seed(1))
+    assert two.tolist() == [101, 100, 101, 100]  # a corpus of two: always the other image
+    with pytest.raises(ValueError, match="^split 's': a corpus of 1 image\\(s\\) has no negatives$"):
+        _one_split_data(1, 3).random_negatives(torch.Generator().manual_seed(0))
+
+
+def test_audit_threshold_passed_through_and_empty_sets():
+    g = torch.Generator().manual_seed(14)  # a seed where threshold 3 and the default 1 give other sets
+    scores = (torch.randn(3, 150, generator=g) * 4).round() / 4
+    target = torch.tensor([0, 7, 149])
+    positives = [[0, 3], [7, 9], [149, 1]]
+    audit = A.audit_hard_negatives(scores, target, positives, specs=("top_k", "drops/released"),
+                                   k=100, ratio=0.5, consecutive_threshold=3)
+    assert audit["top_k"]["size_max"] == 100
+    sets, flags = oracle.mine(scores, target, strategy="drops", rule="released", consecutive_threshold=3)
+    assert audit["drops/released"] == pytest.approx(_stats_by_hand(sets, flags, positives))
+    default, _ = oracle.mine(scores, target, strategy="drops", rule="released")
+    assert [sorted(s) for s in default] != [sorted(s) for s in sets]  # the threshold matters here
+
+    empty = qure.HardNegativeSets.from_lists([np.zeros(0, np.int64)] * 2, [True, True])
+    stats = A.hard_negative_stats(empty, [[0], [1]])
+    assert stats["size_max"] == 0 and stats["fallbacks"] == 2 and math.isnan(stats["fn_rate"])
+    assert stats["queries_with_fn"] == 0.0
