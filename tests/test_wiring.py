@@ -339,3 +339,39 @@ def test_audit_threshold_passed_through_and_empty_sets():
     stats = A.hard_negative_stats(empty, [[0], [1]])
     assert stats["size_max"] == 0 and stats["fallbacks"] == 2 and math.isnan(stats["fn_rate"])
     assert stats["queries_with_fn"] == 0.0
+
+
+def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mean_loss(world, monkeypatch):
+    model, cache = world.model, world.cache
+    split = replace(world.train, queries=world.train.queries[:11])  # batches of 4, 4, 3
+    data = T.TrainData.build({"dress": split}, cache)
+    negatives = data.random_negatives(torch.Generator().manual_seed(0))
+    calls, steps = [], []
+    real = T.batch_loss
+
+    def recording(*args):
+        loss = real(*args)
+        calls.append((args[3].tolist(), float(loss.detach())))
+        return loss
+
+    monkeypatch.setattr(T, "batch_loss", recording)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.0)  # lr 0: the shared model does not change
+    monkeypatch.setattr(optimizer, "step", lambda: steps.append(sum(p.grad is not None for p in params)))
+
+    def epoch_order(**kw):
+        calls.clear()
+        config = T.TrainConfig(batch_size=4, device="cpu", progress=False, amp=False, **kw)
+        mean = T.run_epoch(model, optimizer, data, cache, negatives, config, 3)
+        return mean, [list(ids) for ids, _ in calls], [loss for _, loss in calls]
+
+    try:
+        mean, order, losses = epoch_order()
+        assert [len(ids) for ids in order] == [4, 4, 3] and len(steps) == 3 and steps[0] > 0
+        assert sorted(sum(order, [])) == list(range(11)) and sum(order, []) != list(range(11))  # all, shuffled
+        assert mean == pytest.approx((4 * losses[0] + 4 * losses[1] + 3 * losses[2]) / 11, rel=1e-12)
+        assert epoch_order()[1] == order  # the seed and the epoch alone decide the order
+        assert epoch_order(seed=7)[1] != order
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        model.eval()
