@@ -216,6 +216,12 @@ def test_evaluate_splits_summary_by_hand(world):
     assert out["R@10"] == pytest.approx((recalls["dress"][10] + recalls["shirt"][10]) / 2)
     assert out["R@50"] == pytest.approx((recalls["dress"][50] + recalls["shirt"][50]) / 2)
     assert out["avg"] == pytest.approx((out["R@10"] + out["R@50"]) / 2)
+    assert list(out) == ["per_split", "R@1", "R@5", "R@10", "R@50", "avg"]  # no per-category table twice
+    no_targets = replace(world.val["dress"], queries=[replace(q, target_id=None) for q in world.val["dress"].queries])
+    partial = E.evaluate_splits(model, {"shirt": world.val["shirt"], "test": no_targets}, image_cache=cache,
+                                progress=False)
+    assert list(partial) == ["per_split"]  # a split without recalls: no FashionIQ summary
+    assert partial["per_split"]["shirt"]["R@10"] == pytest.approx(recalls["shirt"][10])
     own = E.evaluate_splits(model, {"dress": world.val["dress"]}, progress=False)  # builds its own cache
     assert own["per_split"]["dress"]["R@10"] == pytest.approx(recalls["dress"][10])
 
