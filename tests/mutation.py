@@ -10,7 +10,8 @@ selection to the tests that reach the mutated function, fastest first, stopping 
 failure). A group runs in build/mutation/<group>/, a copy of qurelib/, tests/ and pyproject.toml
 with the group's [tool.mutmut] section, where mutmut keeps its results (`mutmut show NAME` there
 prints a mutant's diff). Mutants docs/MUTATION.md lists as equivalent (`| name |` table rows) are
-left out of the score; "no tests" (nothing selected reaches the function) counts as survived.
+left out of the score; "no tests" (nothing selected reaches the function) counts as survived; a
+timeout counts as killed and is shown in its own column (`--survivors` retests timeouts too).
 mutmut 3 does not mutate decorated functions: the @torch.no_grad() ones (kernels.score_corpus_chunked,
 encode.build_image_cache / encode_split, train.mine_splits) are outside the score.
 """
@@ -53,7 +54,9 @@ GROUPS = {
         tests=["tests/test_wiring.py", "tests/test_train.py::test_info_nce_baseline_and_warmup_negatives",
                "tests/test_train.py::test_config_schedule_and_validation"]),
 }
-KILLED = {1, 3, 36, 24, -24, 152, 255}  # a failing test, a pytest error, or a timeout
+FAILED = {1, 3}  # a failing test or a pytest error
+TIMEOUT = {36, 24, -24, 152, 255}
+KILLED = FAILED | TIMEOUT
 NOT_RUN = {None, 2, 34}  # not checked, interrupted, skipped
 
 
@@ -67,6 +70,9 @@ def _config(group: dict) -> str:
             f"pytest_add_cli_args_test_selection = {toml_list(group['tests'] + ['-m', 'not slow and not gpu'])}\n"
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-W", "ignore"]\n'
             'use_git_change_detection = false\n'  # a group's copy is not a checkout of its own
+            # mutmut's wall-clock limit is (estimated test time + 1 s) x multiplier: on a loaded shared
+            # machine its default of 15 turned slow surviving mutants into false "timeout" kills
+            'timeout_multiplier = 60.0\n'
             'process_isolation = "forkserver"\n')  # torch is not fork-safe once used
 
 
@@ -82,7 +88,7 @@ def run(names: list[str], jobs: int, survivors: bool = False) -> None:
         group, work = GROUPS[name], WORK / name
         targets = group["mutants"]
         if survivors:
-            targets = [k for k, v in _results(work).items() if v is not None and v not in KILLED
+            targets = [k for k, v in _results(work).items() if v is not None and v not in FAILED  # timeouts too
                        and any(fnmatch.fnmatch(k, g) for g in group["mutants"])]
             if not targets:
                 continue
@@ -119,20 +125,24 @@ def score() -> int:
         module = name.split(".x")[0].removeprefix("qurelib.")
         if code in NOT_RUN:
             counts[module]["not run"] += 1
-        elif name in equivalent:
-            counts[module]["equivalent"] += 1
         elif code in KILLED:
             counts[module]["killed"] += 1
+            counts[module]["timeout"] += code in TIMEOUT
+            if name in equivalent:
+                print(f"listed as equivalent but killed: {name}")
+        elif name in equivalent:
+            counts[module]["equivalent"] += 1
         else:
             counts[module]["survived"] += 1
             survivors.append(name)
-    print(f"{'module':<18} {'killed':>7} {'survived':>9} {'equivalent':>11} {'not run':>8} {'raw':>7} {'score':>7}")
+    print(f"{'module':<20} {'killed':>7} {'(timeout)':>9} {'survived':>9} {'equivalent':>11} {'not run':>8} "
+          f"{'raw':>7} {'score':>7}")
     for module, c in sorted(counts.items()):
         judged = c["killed"] + c["survived"]
         raw = 100.0 * c["killed"] / (judged + c["equivalent"]) if judged else float("nan")
         pct = 100.0 * c["killed"] / judged if judged else float("nan")
-        print(f"{module:<18} {c['killed']:>7} {c['survived']:>9} {c['equivalent']:>11} {c['not run']:>8} "
-              f"{raw:>6.1f}% {pct:>6.1f}%")
+        print(f"{module:<20} {c['killed']:>7} {c['timeout']:>9} {c['survived']:>9} {c['equivalent']:>11} "
+              f"{c['not run']:>8} {raw:>6.1f}% {pct:>6.1f}%")
     print("raw: killed / all run; score: killed / (all run - equivalent)")
     if survivors:
         print(f"\n{len(survivors)} surviving mutants (see them with `cd build/mutation/<group> && mutmut show NAME`):")
