@@ -378,6 +378,10 @@ def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mea
         assert mean == pytest.approx((4 * losses[0] + 4 * losses[1] + 3 * losses[2]) / 11, rel=1e-12)
         assert epoch_order()[1] == order  # the seed and the epoch alone decide the order
         assert epoch_order(seed=7)[1] != order
+        calls.clear()
+        single = T.TrainData.build({"dress": replace(split, queries=split.queries[:1])}, cache)
+        config = T.TrainConfig(batch_size=4, device="cpu", progress=False, amp=False)
+        assert T.run_epoch(model, optimizer, single, cache, negatives, config, 0) == pytest.approx(calls[0][1])
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.eval()
