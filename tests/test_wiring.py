@@ -385,3 +385,18 @@ def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mea
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.eval()
+
+
+def test_train_data_build_concatenates_splits_in_order():
+    qa = [Query("qa0", "a0", "make red", "a1"), Query("qa1", "a2", "make blue", "a0")]
+    qb = [Query("qb0", "b1", "longer", "b0"), Query("qb1", "b0", "shorter", "b1"), Query("qb2", "b0", "x", "b1")]
+    splits = {"a": CIRSplit("a", qa, ["a0", "a1", "a2"], {}), "b": CIRSplit("b", qb, ["b0", "b1"], {})}
+    cache = C.ImageCache({i: r for r, i in enumerate(["b1", "a2", "b0", "a0", "a1"])}, torch.zeros(5, 1, 1))
+    data = T.TrainData.build(splits, cache)  # cache rows in another order than the corpora
+    assert len(data) == 5 and data.texts == ["make red", "make blue", "longer", "shorter", "x"]
+    assert data.offsets == {"a": 0, "b": 2}
+    assert data.reference_rows.tolist() == [3, 1, 0, 2, 2] and data.target_rows.tolist() == [4, 3, 2, 0, 0]
+    assert data.corpus_rows["a"].tolist() == [3, 4, 1] and data.corpus_rows["b"].tolist() == [2, 0]
+    draws = data.random_negatives(torch.Generator().manual_seed(0))
+    assert draws[0] in (3, 1) and draws[1] in (4, 1)  # split a: its own corpus minus the target
+    assert draws[2:].tolist() == [0, 2, 2]  # split b, a corpus of two: the other image
