@@ -1,7 +1,7 @@
 """Mutation testing of the core with mutmut, one group of modules at a time (`make mutation`).
 
     python tests/mutation.py run [GROUP ...] [--jobs N]   # default: every group
-    python tests/mutation.py run GROUP --survivors        # retest all but the mutants a test killed
+    python tests/mutation.py run GROUP --survivors        # retest all but the killed and the equivalent
     python tests/mutation.py score                        # kill score per module
 
 Each group mutates its modules and selects only the fast unit tests that concern them, so a
@@ -12,7 +12,7 @@ with the group's [tool.mutmut] section, where mutmut keeps its results (`mutmut 
 prints a mutant's diff). Mutants docs/MUTATION.md lists as equivalent (`| name |` table rows) are
 left out of the score; "no tests" (nothing selected reaches the function) counts as survived; a
 timeout counts as killed and is shown in its own column (`--survivors` retests timeouts, survivors
-and the mutants an interrupted run did not reach).
+not listed as equivalent, and the mutants an interrupted run did not reach).
 mutmut 3 does not mutate decorated functions: the @torch.no_grad() ones (kernels.score_corpus_chunked,
 encode.build_image_cache / encode_split, train.mine_splits) are outside the score.
 """
@@ -90,7 +90,8 @@ def run(names: list[str], jobs: int, survivors: bool = False) -> None:
         group, work = GROUPS[name], WORK / name
         targets = group["mutants"]
         if survivors:
-            targets = [k for k, v in _results(work).items() if v not in FAILED  # timeouts and not yet run too
+            listed = equivalent_mutants()
+            targets = [k for k, v in _results(work).items() if v not in FAILED and k not in listed  # timeouts too
                        and any(fnmatch.fnmatch(k, g) for g in group["mutants"])]
             if not targets:
                 continue
@@ -157,8 +158,8 @@ def main() -> int:
     parser.add_argument("command", choices=("run", "score"))
     parser.add_argument("groups", nargs="*", help=f"any of {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--survivors", action="store_true", help="retest every mutant no test has killed yet: survivors, timeouts, and those "
-                        "an interrupted run did not reach")
+    parser.add_argument("--survivors", action="store_true", help="retest every mutant no test has killed yet and docs/MUTATION.md does not "
+                        "list as equivalent: survivors, timeouts, and those an interrupted run did not reach")
     args = parser.parse_args()
     unknown = set(args.groups) - set(GROUPS)
     if unknown:
