@@ -287,6 +287,7 @@ def test_mine_splits_gives_the_oracle_sets_as_cache_rows(world):
     splits = {"dress": replace(world.train, queries=world.train.queries[:20]),
               "shirt": replace(world.val["shirt"], queries=world.val["shirt"].queries[:15])}
     data = T.TrainData.build(splits, cache)
+    assert data.texts == [q.modification_text for s in splits.values() for q in s.queries]  # both splits
     config = T.TrainConfig(progress=False, device="cpu", exclude_reference=True, rule="paper")
     sets, stats = T.mine_splits(model, data, cache, config, epoch=1)
     for name, split in splits.items():
@@ -357,7 +358,7 @@ def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mea
 
     def recording(*args):
         loss = real(*args)
-        calls.append((args[3].tolist(), float(loss.detach())))
+        calls.append((args[3].tolist(), float(loss.detach()), args[5]))
         return loss
 
     monkeypatch.setattr(T, "batch_loss", recording)
@@ -367,9 +368,11 @@ def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mea
 
     def epoch_order(**kw):
         calls.clear()
-        config = T.TrainConfig(batch_size=4, device="cpu", progress=False, amp=False, **kw)
-        mean = T.run_epoch(model, optimizer, data, cache, negatives, config, 3)
-        return mean, [list(ids) for ids, _ in calls], [loss for _, loss in calls]
+        config = T.TrainConfig(batch_size=4, device="cpu", progress=False, **kw)  # amp: a no-op on CPU
+        mean = T.run_epoch(model, optimizer, data, cache, negatives if config.loss == "bradley_terry" else None,
+                           config, 3)
+        assert {name for _, _, name in calls} == {config.loss}
+        return mean, [list(ids) for ids, _, _ in calls], [loss for _, loss, _ in calls]
 
     try:
         mean, order, losses = epoch_order()
@@ -378,6 +381,8 @@ def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mea
         assert mean == pytest.approx((4 * losses[0] + 4 * losses[1] + 3 * losses[2]) / 11, rel=1e-12)
         assert epoch_order()[1] == order  # the seed and the epoch alone decide the order
         assert epoch_order(seed=7)[1] != order
+        mean, _, losses = epoch_order(loss="info_nce")  # the in-batch baseline needs no negatives
+        assert mean == pytest.approx((4 * losses[0] + 4 * losses[1] + 3 * losses[2]) / 11, rel=1e-12)
         calls.clear()
         single = T.TrainData.build({"dress": replace(split, queries=split.queries[:1])}, cache)
         config = T.TrainConfig(batch_size=4, device="cpu", progress=False, amp=False)
