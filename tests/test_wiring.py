@@ -350,14 +350,14 @@ def test_audit_threshold_passed_through_and_empty_sets():
 
 def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mean_loss(world, monkeypatch):
     model, cache = world.model, world.cache
-    split = replace(world.train, queries=world.train.queries[:11])  # batches of 4, 4, 3
+    split = replace(world.train, queries=world.train.queries[:5])  # batches of 2, 2, 1
     data = T.TrainData.build({"dress": split}, cache)
     negatives = data.random_negatives(torch.Generator().manual_seed(0))
-    calls, steps = [], []
+    calls, steps, cheap = [], [], []
     real = T.batch_loss
 
-    def recording(*args):
-        loss = real(*args)
+    def recording(*args):  # the real loss, or (for the runs that only look at the order) a cheap one
+        loss = (params[0] * 0.0).sum() + float(args[3][0]) if cheap else real(*args)
         calls.append((args[3].tolist(), float(loss.detach()), args[5]))
         return loss
 
@@ -368,7 +368,7 @@ def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mea
 
     def epoch_order(**kw):
         calls.clear()
-        config = T.TrainConfig(batch_size=4, device="cpu", progress=False, **kw)  # amp: a no-op on CPU
+        config = T.TrainConfig(batch_size=2, device="cpu", progress=False, **kw)  # amp: a no-op on CPU
         mean = T.run_epoch(model, optimizer, data, cache, negatives if config.loss == "bradley_terry" else None,
                            config, 3)
         assert {name for _, _, name in calls} == {config.loss}
@@ -376,13 +376,15 @@ def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mea
 
     try:
         mean, order, losses = epoch_order()
-        assert [len(ids) for ids in order] == [4, 4, 3] and len(steps) == 3 and steps[0] > 0
-        assert sorted(sum(order, [])) == list(range(11)) and sum(order, []) != list(range(11))  # all, shuffled
-        assert mean == pytest.approx((4 * losses[0] + 4 * losses[1] + 3 * losses[2]) / 11, rel=1e-12)
+        assert [len(ids) for ids in order] == [2, 2, 1] and len(steps) == 3 and steps[0] > 0
+        assert sorted(sum(order, [])) == list(range(5)) and sum(order, []) != list(range(5))  # all, shuffled
+        assert mean == pytest.approx((2 * losses[0] + 2 * losses[1] + losses[2]) / 5, rel=1e-12)
+        cheap.append(True)
         assert epoch_order()[1] == order  # the seed and the epoch alone decide the order
         assert epoch_order(seed=7)[1] != order
+        cheap.clear()
         mean, _, losses = epoch_order(loss="info_nce")  # the in-batch baseline needs no negatives
-        assert mean == pytest.approx((4 * losses[0] + 4 * losses[1] + 3 * losses[2]) / 11, rel=1e-12)
+        assert mean == pytest.approx((2 * losses[0] + 2 * losses[1] + losses[2]) / 5, rel=1e-12)
         calls.clear()
         single = T.TrainData.build({"dress": replace(split, queries=split.queries[:1])}, cache)
         config = T.TrainConfig(batch_size=4, device="cpu", progress=False, amp=False)
