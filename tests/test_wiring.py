@@ -219,11 +219,24 @@ def test_evaluate_splits_summary_by_hand(world):
     assert list(out) == ["per_split", "R@1", "R@5", "R@10", "R@50", "avg"]  # no per-category table twice
     no_targets = replace(world.val["dress"], queries=[replace(q, target_id=None) for q in world.val["dress"].queries])
     partial = E.evaluate_splits(model, {"shirt": world.val["shirt"], "test": no_targets}, image_cache=cache,
-                                progress=False)
+                                progress=False, return_scores=True)
     assert list(partial) == ["per_split"]  # a split without recalls: no FashionIQ summary
+    assert "scores" in partial["per_split"]["test"] and "scores" not in out["per_split"]["dress"]  # kwargs passed on
     assert partial["per_split"]["shirt"]["R@10"] == pytest.approx(recalls["shirt"][10])
     own = E.evaluate_splits(model, {"dress": world.val["dress"]}, progress=False)  # builds its own cache
     assert own["per_split"]["dress"]["R@10"] == pytest.approx(recalls["dress"][10])
+
+
+def test_evaluate_without_a_cache_builds_its_own(world):
+    split = world.val["dress"]
+    queries = split.queries[:3]
+    corpus = list(dict.fromkeys([q.target_id for q in queries] + split.corpus_ids[:6]))  # a small corpus
+    small = replace(split, queries=queries, corpus_ids=corpus)
+    own = E.evaluate(world.model, small, progress=False)
+    given = E.evaluate(world.model, small, image_cache=world.cache, progress=False)
+    assert own.keys() == given.keys() and {"R@10", "P@5", "nDCG@10", "first_fn"} <= own.keys()
+    for key, value in given.items():
+        assert own[key] == pytest.approx(value, nan_ok=True), key
 
 
 def test_pooling_over_splits_of_different_sizes_by_hand():
