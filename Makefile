@@ -21,7 +21,7 @@ export PYTHONUNBUFFERED := 1
 # Offline by default (tests never download); a GPU user with network may pass HF_HUB_OFFLINE=0.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv test test-unit lab reproduce ablation bench gpu-check browser-check clean-runs help FORCE
+.PHONY: venv test test-unit mutation lab reproduce ablation bench gpu-check browser-check clean-runs help FORCE
 .DELETE_ON_ERROR:
 
 help:
@@ -32,6 +32,7 @@ help:
 	@echo "make bench                              fast paths vs naive, side by side"
 	@echo "make gpu-check                          CUDA tests and benchmark (needs a GPU)"
 	@echo "make lavis-parity                       the LAVIS converter against salesforce-lavis itself"
+	@echo "make mutation [MUTATION=train]          mutmut kill scores of the core (slow; docs/MUTATION.md)"
 	@echo "make lab                                JupyterLab on notebooks/ (installs it into .venv)"
 	@echo "make browser-check                      the smoke run's notebooks in JupyterLab + Chromium"
 
@@ -54,6 +55,15 @@ test: venv
 
 test-unit: venv
 	$(PY) -m pytest -q tests
+
+# --- mutation testing (docs/MUTATION.md): slow, not part of `make test` -----------------------
+# mutmut over the core, one group of modules at a time, each with only the unit tests that concern
+# it (tests/mutation.py); prints the kill score per module. One group: make mutation MUTATION=train
+MUTATION ?= train evaluate qure metrics
+MUTATION_JOBS ?= 1
+mutation: venv
+	$(PY) -m pip install -q -e ".[mutation]"
+	nice -n 19 $(PY) tests/mutation.py run $(MUTATION) --jobs $(MUTATION_JOBS)
 
 # --- the reproduction chain: stage N reads what stage N-1 wrote under runs/<profile>/ -------
 reproduce: venv $(RUN)/05_explore.ipynb $(RUN)/html/index.html

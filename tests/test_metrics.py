@@ -275,3 +275,155 @@ def test_simulated_preference_rate():
     assert items["set_1"].tolist() == [[0, 1], [2, 3]]
     same = M.simulated_preference_rate(good, good, rel, k=2)
     assert same["n_judged"] == 0 and math.isnan(same["rate"])
+
+
+# ----------------------------------------------------------------------------- added from surviving mutants
+def test_fashioniq_metrics_order_and_errors():
+    per = {"dress": {5: 1.0, 10: 2.0, 50: 3.0}, "shirt": {"R@5": 3.0, "R@10": 4.0, "R@50": 5.0}}
+    assert list(M.fashioniq_metrics(per)) == ["per_category", "R@5", "R@10", "R@50", "avg"]  # K order
+    with pytest.raises(ValueError, match="^fashioniq_metrics: no categories given$"):
+        M.fashioniq_metrics({})
+    with pytest.raises(ValueError, match=r"every category needs \['R@50'\]"):
+        M.fashioniq_metrics({"dress": {10: 1.0, 50: 2.0}, "shirt": {10: 1.0}})
+
+
+def test_cirr_submission_top50_and_errors():
+    n = 60
+    s = torch.linspace(1, 0, n)[None, :].repeat(2, 1)  # column order = ranking
+    ids = [f"img{c}" for c in range(n)]
+    group = torch.tensor([[0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]])
+    rec, sub = M.cirr_submission(s, ["a", "b"], ids, torch.tensor([0, 1]), group)
+    assert rec["a"] == ids[1:51] and rec["b"] == [ids[0]] + ids[2:51]  # 50 names, reference removed
+    assert sub == {"version": "rc2", "metric": "recall_subset", "a": ids[1:4], "b": ids[2:5]}
+    with pytest.raises(ValueError, match=r"cirr_submission: 1 pair_ids / 60 corpus_ids for scores of shape \(2, 60\)"):
+        M.cirr_submission(s, ["a"], ids, torch.tensor([0, 1]), group)
+    with pytest.raises(ValueError, match="59 corpus_ids"):
+        M.cirr_submission(s, ["a", "b"], ids[:-1], torch.tensor([0, 1]), group)
+    with pytest.raises(ValueError, match="of query 1 is 99"):
+        M.cirr_submission(s, ["a", "b"], ids, torch.tensor([0, 99]), group)
+
+
+def test_circo_submission_default_k_masks_and_errors():
+    s = torch.linspace(1, 0, 60)[None, :]
+    assert M.circo_submission(s, [1], list(range(60))) == {"1": list(range(50))}  # k = 50 by default
+    masked = M.mask_columns(torch.tensor([[0.1, 0.9, 0.5]]), torch.tensor([1]))
+    assert M.circo_submission(masked, [7], [10, 11, 12], k=3) == {"7": [12, 10]}  # -inf never listed
+    with pytest.raises(ValueError, match=r"circo_submission: 1 query_ids / 2 corpus_ids for scores of shape \(1, 60\)"):
+        M.circo_submission(s, [1], [0, 1])
+
+
+def test_first_false_negative_rank_summaries_and_errors():
+    s = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.1],   # target 1 (rank 2), best other positive col 3 (rank 4)
+                      [0.2, 0.9, 0.8, 0.1, 0.0]])  # target 0 (rank 3), other positive col 1 (rank 1)
+    out = M.first_false_negative_rank(s, torch.tensor([1, 0]), [[1, 3], [0, 1]])
+    assert out["rank"].dtype == torch.float64 and out["rank"].shape == (2,)
+    assert out["rank"].tolist() == [4.0, 1.0] and out["target_rank"].tolist() == [2.0, 3.0]
+    assert out["mean_rank"] == pytest.approx(2.5) and out["mean_relative"] == pytest.approx(0.0)
+    assert out["above_target"] == pytest.approx(50.0)
+    none = M.first_false_negative_rank(s, torch.tensor([1, -1]), [[1], [0, 1]])  # nobody has both
+    assert none["n"] == 0
+    assert all(math.isnan(none[k]) for k in ("mean_rank", "median_rank", "mean_relative", "above_target"))
+    with pytest.raises(ValueError, match="target_idx of query 1"):
+        M.first_false_negative_rank(s, torch.tensor([1, 7]), [[1], [0]])
+
+
+def test_cirr_metrics_target_in_column_zero_and_errors():
+    s = torch.tensor([[0.9, 0.5, 0.8, 0.7], [0.1, 0.9, 0.8, 0.7]])
+    group = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3]])
+    # query 0: target col 0, reference col 1 -> subset {0, 2, 3}: target first, Rs@1 = 100
+    # query 1: target col 2, reference col 1 -> subset {0, 2, 3}: target first too
+    out = M.cirr_metrics(s, torch.tensor([0, 2]), torch.tensor([1, 1]), group)
+    assert out["Rs@1"] == 100.0 and out["R@1"] == 100.0
+    out = M.cirr_metrics(s, torch.tensor([0, 3]), torch.tensor([1, 1]), group)  # query 1: col 2 beats 3
+    assert out["Rs@1"] == 50.0 and out["Rs@2"] == 100.0
+    with pytest.raises(ValueError, match="target_idx of query 1"):
+        M.cirr_metrics(s, torch.tensor([0, 9]), torch.tensor([1, 1]), group)
+
+
+def test_top_columns_break_long_ties_by_column():
+    s = torch.zeros(1, 80)  # one long tie: the submission lists columns in order
+    assert M.circo_submission(s, [0], list(range(80)), k=50) == {"0": list(range(50))}
+    rec, _ = M.cirr_submission(s, [5], [f"c{i}" for i in range(80)], torch.tensor([3]),
+                               torch.tensor([[0, 1, 2, 3, 4, 5]]))
+    assert rec["5"] == [f"c{i}" for i in range(51) if i != 3]
+
+
+def test_ndcg_k_at_and_beyond_the_corpus_and_which_queries_count():
+    s = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5], [0.9, 0.8, 0.7, 0.6, 0.5], [0.5, 0.4, 0.3, 0.2, 0.1]])
+    gains = torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0],   # one relevant image, at rank 3
+                          [1.0, 0.5, 0.0, 0.0, 0.0],   # ideal order
+                          [0.0, 0.0, 0.0, 0.0, 0.0]])  # all zero: left out
+    got = M.ndcg_at_k(s, gains, ks=(1, 5, 50))
+    q0 = {1: 0.0, 5: 1 / math.log2(4), 50: 1 / math.log2(4)}
+    for k in (1, 5, 50):
+        assert got[k] == pytest.approx(100 * (q0[k] + 1.0) / 2), k
+    with pytest.raises(ValueError, match="^ndcg_at_k: every query has all-zero gains$"):
+        M.ndcg_at_k(s, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match=r"gains must be \(Q, N\) = \(3, 5\), got \(3, 4\)"):
+        M.ndcg_at_k(s, torch.ones(3, 4))
+
+
+def test_positive_metrics_need_a_query_with_positives():
+    for fn in (M.precision_at_k, M.positive_recall_at_k):
+        with pytest.raises(ValueError, match="^no query has positives$"):
+            fn(torch.rand(2, 4), [[], []])
+
+
+def test_ndcg_is_computed_in_double_precision():
+    # float32 gains and scores, compared to a float64 hand computation at 1e-12: gains or
+    # discounts kept in float32 miss by ~1e-8.
+    g32 = torch.tensor([[0.1, 0.7, 0.3, 0.9, 0.2, 0.6, 0.05]], dtype=torch.float32)
+    s = torch.tensor([[0.3, 0.9, 0.1, 0.5, 0.8, 0.2, 0.4]], dtype=torch.float32)
+    gains = [float(v) for v in g32[0]]  # the float32 values, exactly, as doubles
+    order = sorted(range(7), key=lambda c: -float(s[0, c]))
+    dcg = sum(gains[c] / math.log2(i + 2) for i, c in enumerate(order))
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(sorted(gains, reverse=True)))
+    assert M.ndcg_at_k(s, g32, ks=(7,))[7] == pytest.approx(100 * dcg / idcg, rel=1e-12)
+    assert M.ndcg_at_k(s, lambda q: g32[q], ks=(7,))[7] == pytest.approx(100 * dcg / idcg, rel=1e-12)
+
+
+def test_validation_messages_name_the_argument_and_query():
+    s = torch.rand(2, 5)
+    with pytest.raises(ValueError, match=r"^target_idx of query 1 is 5, outside the corpus \[0, 5\) "
+                                         r"\(-1 marks a missing one\)$"):
+        M.recall_at_k(s, torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match="column_idx of query 0 is 7"):
+        M.mask_columns(s, torch.tensor([7, 0]))
+    with pytest.raises(ValueError, match=r"^recall_at_k: no query has a target \(all target_idx are -1\)$"):
+        M.recall_at_k(s, torch.tensor([-1, -1]))
+    with pytest.raises(ValueError, match="positives has 1 lists but scores have 2 queries"):
+        M.circo_map_at_k(s, [[0]])
+    with pytest.raises(ValueError, match="positives of query 1 hold an index outside the corpus"):
+        M.circo_map_at_k(s, [[0], [5]])  # N itself is outside
+    with pytest.raises(ValueError, match="^circo_map_at_k: no query has ground-truth positives$"):
+        M.circo_map_at_k(s, [[], []])
+    assert M.target_ranks(s, torch.tensor([-1, 0])).tolist()[0] == -1  # a missing target ranks -1
+
+
+def test_mask_columns_of_integer_scores_and_circo_after_an_empty_query():
+    out = M.mask_columns(torch.tensor([[3, 1, 2]]), torch.tensor([1]))
+    assert out.dtype == torch.float64 and out.tolist() == [[3.0, -math.inf, 2.0]]
+    s = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.9, 0.5]])
+    # query 0 has no positives and is skipped; query 1's positive (col 2) ranks 2nd: AP@5 = 1/2
+    assert M.circo_map_at_k(s, [[], [2]], ks=(5,))["mAP@5"] == pytest.approx(50.0)
+
+
+def test_cirr_group_validation_and_reference_in_column_zero():
+    s = torch.tensor([[0.9, 0.5, 0.8, 0.7, 0.1], [0.1, 0.9, 0.8, 0.7, 0.6]])
+    # query 0: reference col 0 scores highest and must leave the subset {0, 1, 2, 3}: target col 2 first
+    out = M.cirr_metrics(s, torch.tensor([2, 3]), torch.tensor([0, 1]), torch.tensor([[0, 1, 2, 3], [1, 3, 4, -1]]))
+    assert out["Rs@1"] == 100.0  # query 1: {3, 4} after its reference 1 and the -1 padding
+    target, ref = torch.tensor([2, 3]), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=r"group_idx must be \(Q=2, members\), got shape \(1, 4\)"):
+        M.cirr_metrics(s, target, ref, torch.tensor([[0, 1, 2, 3]]))
+    for bad in (-2, 5):  # -1 pads; -2 and N are outside
+        with pytest.raises(ValueError, match=r"group_idx of query 1 holds an index outside the corpus \[0, 5\)"):
+            M.cirr_metrics(s, target, ref, torch.tensor([[0, 1, 2, 3], [1, 3, bad, -1]]))
+
+
+def test_cirr_submission_subset_never_lists_the_reference():
+    s = torch.tensor([[0.9, 0.5, 0.8, 0.7, 0.1]])
+    ids = ["r", "a", "b", "c", "d"]
+    # img_set {r, a, b}: after removing the reference r only a and b remain, best first
+    _, sub = M.cirr_submission(s, [1], ids, torch.tensor([0]), torch.tensor([[0, 1, 2]]))
+    assert sub["1"] == ["b", "a"]

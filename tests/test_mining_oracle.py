@@ -97,6 +97,9 @@ def check_against_oracle(scores, target, exclude=None, *, group, min_share=0.0, 
                                        record=f"{group} (top-m = N)", **full)
             _assert_equal(f"{backend} top-m=N {cfg}", got, want_sets, want_flags)
             assert undecided == 0, f"{backend} {cfg}: {undecided} rows left to the reference with top-m = N"
+            if cfg["strategy"] == "drops":  # the smallest top-m that can still find a pair
+                got, _ = mine_fast(scores, target, backend=backend, exclude=exclude, top_m=2, **full)
+                _assert_equal(f"{backend} top-m=2 {cfg}", got, want_sets, want_flags)
 
 
 def _random_scores(kind, seed):
@@ -179,13 +182,55 @@ def test_adversarial_rows_as_one_block():
     check_against_oracle(scores, target, exclude, group="adversarial block")
 
 
+def _tied_mth_drop_row(ties, top_m=8):
+    """A tail whose top_m - 1 steepest drops sit side by side (every released pair among them is
+    adjacent) and whose m-th steepest drop is tied at the positions `ties`: which of the tied drops
+    is the m-th decides H, and a top-m that keeps the wrong one must hand the row over."""
+    drops = [0.01 * (j + 1) for j in range(24)]  # small, distinct
+    for j in range(top_m - 1):
+        drops[12 + j] = 100.0 - j
+    for j in ties:
+        drops[j] = 50.0
+    return [1000.0] + (1000.0 - 1.0 - np.concatenate([[0.0], np.cumsum(drops)])).tolist()
+
+
+def test_a_tie_at_the_mth_steepest_drop_goes_to_the_reference():
+    rows = [_tied_mth_drop_row(ties) for ties in ((0, 5), (2, 7), (1, 3, 9), (4, 10), (0, 1, 2, 3), (6, 8))]
+    scores = torch.tensor(rows, dtype=torch.float32)
+    check_against_oracle(scores, torch.zeros(len(rows), dtype=torch.long), group="tie at the m-th drop",
+                         configs=[dict(strategy="drops", rule="released"), dict(strategy="drops", rule="paper")])
+    for backend in ("numpy", "torch"):  # released: the walk reaches the tied drop, so none is decided
+        _, undecided = mine_fast(scores, torch.zeros(len(rows), dtype=torch.long), backend=backend)
+        assert undecided == len(rows)
+
+
 def test_integer_scores_that_force_the_slow_path():
     # Equal drops at the m-th place are common: with the default top-m many rows go to the
     # reference, with top-m = N none may.
     g = torch.Generator().manual_seed(7)
     scores = torch.randint(0, 40, (48, 200), generator=g).float()
     target = torch.randint(0, 200, (48,), generator=g)
-    check_against_oracle(scores, target, group="integer scores", configs=CONFIGS[:4])
+    check_against_oracle(scores, target, group="integer scores", configs=CONFIGS[:4] + [
+        dict(strategy="top_k", k=80), dict(strategy="after_target_top_k", k=70),
+        dict(strategy="percent_of_positive", ratio=0.6, k=90)])  # long sets: many ties inside
+
+
+def test_top_m_equal_to_the_number_of_tail_drops_decides_every_row():
+    # Target first: the tail has N - 2 drops, so top-m = N - 2 sees them all; a row with no valid
+    # pair is then a fallback the fast path settles itself, not one for the reference.
+    g = torch.Generator().manual_seed(11)
+    n = 30
+    scores = (torch.randn(40, n, generator=g) * 3).round()
+    scores[::4] = torch.arange(n, 0, -1).float()  # equal drops: every released pair adjacent
+    scores[:, 0] = 100.0
+    target = torch.zeros(40, dtype=torch.long)
+    for rule in ("released", "paper"):
+        want_sets, want_flags = oracle.mine(scores, target, strategy="drops", rule=rule)
+        assert not all(want_flags) and (any(want_flags) or rule == "paper")
+        for backend in ("numpy", "torch"):
+            got, undecided = mine_fast(scores, target, backend=backend, top_m=n - 2, rule=rule)
+            _assert_equal(f"{backend} {rule}", got, want_sets, want_flags)
+            assert undecided == 0
 
 
 def test_realistic_curves_are_decided_by_the_fast_path():
@@ -222,3 +267,17 @@ def test_percent_of_positive_ceiling_at_float32_resolution(ratio):
     check_against_oracle(scores, torch.zeros(len(rows), dtype=torch.long), group="ceiling",
                          configs=[dict(strategy="percent_of_positive", ratio=ratio),
                                   dict(strategy="percent_of_positive", ratio=ratio, k=2)])
+
+
+def test_top_k_ranges_ending_at_a_target_tied_with_its_neighbours():
+    """The target ranked exactly k-th, tied with one or two other images: a range [p0, p1] ending
+    at the target while equal scores spill over its boundary (one extra member is the hard case)."""
+    rows, targets = [], []
+    for row in ([5, 4, 3, 2, 2, 1, 0], [5, 4, 3, 2, 2, 2, 1], [5, 5, 4, 4, 3, 3, 2], [3, 3, 3, 3, 3, 3, 3]):
+        for target in range(len(row)):
+            rows.append(row)
+            targets.append(target)
+    scores = torch.tensor(rows, dtype=torch.float32)
+    configs = [dict(strategy=s, k=k) for s in ("top_k", "after_target_top_k") for k in range(1, 7)]
+    configs += [dict(strategy="percent_of_positive", ratio=1.0, k=k) for k in (1, 2, 3)]
+    check_against_oracle(scores, torch.tensor(targets), group="target tied at the k-th place", configs=configs)

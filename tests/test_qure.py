@@ -1,6 +1,7 @@
 """The QuRe reference implementation against hand-built score curves and hand computations."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -224,3 +225,66 @@ def test_fill_empty_sets_gives_every_other_image_in_score_order_and_flags_it():
     excluded = fill_empty_sets(sets, ranks, target, exclude=torch.tensor([2, -1]))
     assert excluded[0].tolist() == [1, 3]
     assert fill_empty_sets(filled, ranks, target) is filled  # nothing empty: unchanged
+
+# --- added from surviving mutants (docs/MUTATION.md) ------------------------------------------------
+def test_score_corpus_of_an_empty_corpus_and_bad_ranks():
+    q = torch.randn(3, 4)
+    for corpus in (torch.zeros(0, 2, 4), torch.zeros(0, 4)):
+        out = qure.score_corpus(q, corpus)
+        assert out.shape == (3, 0) and out.dtype == q.dtype
+    with pytest.raises(ValueError, match="query must be"):  # a 3-d query whose last dims line up
+        qure.score_corpus(torch.randn(2, 4, 4), torch.randn(5, 2, 4))
+    with pytest.raises(ValueError, match="query must be"):
+        qure.score_corpus(torch.randn(2, 4), torch.randn(5, 2, 3, 4))
+
+
+def test_sampler_seed_fixes_the_sequence():
+    sets = sets_of(list(range(20)), list(range(30, 45)))
+    draws = lambda s: [s.sample().tolist() for _ in range(8)]  # noqa: E731
+    assert draws(qure.NegativeSampler(sets, seed=5)) == draws(qure.NegativeSampler(sets, seed=5))
+    assert draws(qure.NegativeSampler(sets, seed=5)) != draws(qure.NegativeSampler(sets, seed=6))
+    assert draws(qure.NegativeSampler(sets)) == draws(qure.NegativeSampler(sets, seed=0))  # documented default
+
+
+def test_sampler_refuses_a_state_of_other_sets():
+    state = qure.NegativeSampler(sets_of([1, 2, 3], [4, 5]), seed=0).state_dict()
+    for other in (sets_of([1, 2, 3], [4, 5, 6]), sets_of([1, 2], [4, 5], [7])):  # perm / cursor length differ
+        with pytest.raises(ValueError, match="^sampler state does not match these hard-negative sets$"):
+            qure.NegativeSampler(other, seed=0).load_state_dict(state)
+
+
+def test_mining_arguments_are_checked_with_exact_messages():
+    scores = torch.randn(2, 5)
+    t = torch.tensor([0, 1])
+
+    def fails(message, *args, **kw):
+        with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+            qure.mine_hard_negatives(*args, **kw)
+
+    fails("scores must be (Q, N); got shape (5,)", scores[0], t[:1])
+    fails("target_idx must be (2,) to match scores; got (3,)", scores, torch.tensor([0, 1, 2]))
+    fails("target index 5 of query 1 is outside the corpus (N=5)", scores, torch.tensor([0, 5]))
+    fails("exclude must be (2,); got (1,)", scores, t, exclude=torch.tensor([2]))
+    for bad in (-2, 5):
+        fails(f"exclude index {bad} of query 1 is outside the corpus (N=5; -1 = none)", scores, t,
+              exclude=torch.tensor([-1, bad]))
+    fails("unknown rule 'steep'; expected one of ('released', 'paper', 'scale_free')", scores, t, rule="steep")
+    fails("strategy 'after_target_top_k' needs k >= 1; got k=None", scores, t, strategy="after_target_top_k")
+    fails("strategy 'percent_of_positive' needs 0 < ratio <= 1; got ratio=0.0", scores, t,
+          strategy="percent_of_positive", ratio=0.0)
+    fails("unknown impl 'gpu'; expected 'fast' or 'reference'", scores, t, impl="gpu")
+
+
+def test_sets_from_empty_lists_and_integer_flags():
+    empty = qure.HardNegativeSets.from_lists([], [])
+    assert len(empty) == 0 and empty.indices.dtype == torch.int64 and empty.indices.shape == (0,)
+    sets = qure.HardNegativeSets.from_lists([np.array([2], dtype=np.int32), np.array([], dtype=np.int32)], [1, 0])
+    assert sets.fallback.dtype == torch.bool and sets.fallback.tolist() == [True, False]
+    assert sets.indices.dtype == torch.int64 and sets.indptr.tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+def test_mining_no_queries_gives_empty_sets(impl):
+    sets = qure.mine_hard_negatives(torch.zeros(0, 6), torch.zeros(0, dtype=torch.long), impl=impl)
+    assert len(sets) == 0 and sets.fallback.shape == (0,) and sets.fallback.dtype == torch.bool
+    assert sets.indptr.tolist() == [0] and sets.indices.shape == (0,)

@@ -10,6 +10,7 @@ import math
 from dataclasses import replace
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from qurelib import encode as C
 from qurelib import evaluate as E
 from qurelib import qure
 from qurelib import train as T
+from qurelib.data.schema import CIRSplit, Query
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +216,27 @@ def test_evaluate_splits_summary_by_hand(world):
     assert out["R@10"] == pytest.approx((recalls["dress"][10] + recalls["shirt"][10]) / 2)
     assert out["R@50"] == pytest.approx((recalls["dress"][50] + recalls["shirt"][50]) / 2)
     assert out["avg"] == pytest.approx((out["R@10"] + out["R@50"]) / 2)
+    assert list(out) == ["per_split", "R@1", "R@5", "R@10", "R@50", "avg"]  # no per-category table twice
+    no_targets = replace(world.val["dress"], queries=[replace(q, target_id=None) for q in world.val["dress"].queries])
+    partial = E.evaluate_splits(model, {"shirt": world.val["shirt"], "test": no_targets}, image_cache=cache,
+                                progress=False, return_scores=True)
+    assert list(partial) == ["per_split"]  # a split without recalls: no FashionIQ summary
+    assert "scores" in partial["per_split"]["test"] and "scores" not in out["per_split"]["dress"]  # kwargs passed on
+    assert partial["per_split"]["shirt"]["R@10"] == pytest.approx(recalls["shirt"][10])
+    own = E.evaluate_splits(model, {"dress": world.val["dress"]}, progress=False)  # builds its own cache
+    assert own["per_split"]["dress"]["R@10"] == pytest.approx(recalls["dress"][10])
+
+
+def test_evaluate_without_a_cache_builds_its_own(world):
+    split = world.val["dress"]
+    queries = split.queries[:3]
+    corpus = list(dict.fromkeys([q.target_id for q in queries] + split.corpus_ids[:6]))  # a small corpus
+    small = replace(split, queries=queries, corpus_ids=corpus)
+    own = E.evaluate(world.model, small, progress=False)
+    given = E.evaluate(world.model, small, image_cache=world.cache, progress=False)
+    assert own.keys() == given.keys() and {"R@10", "P@5", "nDCG@10", "first_fn"} <= own.keys()
+    for key, value in given.items():
+        assert own[key] == pytest.approx(value, nan_ok=True), key
 
 
 def test_pooling_over_splits_of_different_sizes_by_hand():
@@ -277,6 +300,7 @@ def test_mine_splits_gives_the_oracle_sets_as_cache_rows(world):
     splits = {"dress": replace(world.train, queries=world.train.queries[:20]),
               "shirt": replace(world.val["shirt"], queries=world.val["shirt"].queries[:15])}
     data = T.TrainData.build(splits, cache)
+    assert data.texts == [q.modification_text for s in splits.values() for q in s.queries]  # both splits
     config = T.TrainConfig(progress=False, device="cpu", exclude_reference=True, rule="paper")
     sets, stats = T.mine_splits(model, data, cache, config, epoch=1)
     for name, split in splits.items():
@@ -290,3 +314,109 @@ def test_mine_splits_gives_the_oracle_sets_as_cache_rows(world):
         assert stats[name]["fallbacks"] == sum(flags)
         fn_rate, _ = oracle.fn_rate_by_hand(want, split.positive_indices())
         assert stats[name]["fn_rate"] == pytest.approx(fn_rate)
+
+
+def _one_split_data(n_corpus: int, n_queries: int) -> T.TrainData:
+    """Queries of one split whose targets cycle through the corpus; cache rows are 100 + column."""
+    corpus = [f"img{i}" for i in range(n_corpus)]
+    queries = [Query(f"q{i}", corpus[0], "text", corpus[i % n_corpus]) for i in range(n_queries)]
+    split = CIRSplit("s", queries, corpus, {})
+    rows = torch.arange(n_corpus) + 100  # cache rows of the corpus
+    return T.TrainData({"s": split}, ["text"] * n_queries, rows[torch.zeros(n_queries, dtype=torch.long)],
+                       rows[split.target_indices()], {"s": rows}, {"s": 0})
+
+
+def test_warmup_negatives_are_uniform_over_the_corpus_minus_the_target():
+    data = _one_split_data(5, 5000)
+    draws = data.random_negatives(torch.Generator().manual_seed(0))
+    assert not bool((draws == data.target_rows).any())
+    for target in range(5):
+        picked = draws[data.target_rows == 100 + target]
+        counts = torch.bincount(picked - 100, minlength=5).tolist()
+        assert counts[target] == 0 and all(180 < c < 320 for i, c in enumerate(counts) if i != target), counts
+    again = data.random_negatives(torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)  # the generator alone decides the draws
+    two = _one_split_data(2, 4).random_negatives(torch.Generator().manual_seed(1))
+    assert two.tolist() == [101, 100, 101, 100]  # a corpus of two: always the other image
+    with pytest.raises(ValueError, match="^split 's': a corpus of 1 image\\(s\\) has no negatives$"):
+        _one_split_data(1, 3).random_negatives(torch.Generator().manual_seed(0))
+
+
+def test_audit_threshold_passed_through_and_empty_sets():
+    g = torch.Generator().manual_seed(14)  # a seed where threshold 3 and the default 1 give other sets
+    scores = (torch.randn(3, 150, generator=g) * 4).round() / 4
+    target = torch.tensor([0, 7, 149])
+    positives = [[0, 3], [7, 9], [149, 1]]
+    audit = A.audit_hard_negatives(scores, target, positives, specs=("top_k", "drops/released"),
+                                   k=100, ratio=0.5, consecutive_threshold=3)
+    assert audit["top_k"]["size_max"] == 100
+    sets, flags = oracle.mine(scores, target, strategy="drops", rule="released", consecutive_threshold=3)
+    assert audit["drops/released"] == pytest.approx(_stats_by_hand(sets, flags, positives))
+    default, _ = oracle.mine(scores, target, strategy="drops", rule="released")
+    assert [sorted(s) for s in default] != [sorted(s) for s in sets]  # the threshold matters here
+
+    empty = qure.HardNegativeSets.from_lists([np.zeros(0, np.int64)] * 2, [True, True])
+    stats = A.hard_negative_stats(empty, [[0], [1]])
+    assert stats["size_max"] == 0 and stats["fallbacks"] == 2 and math.isnan(stats["fn_rate"])
+    assert stats["queries_with_fn"] == 0.0
+
+
+def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mean_loss(world, monkeypatch):
+    model, cache = world.model, world.cache
+    split = replace(world.train, queries=world.train.queries[:5])  # batches of 2, 2, 1
+    data = T.TrainData.build({"dress": split}, cache)
+    negatives = data.random_negatives(torch.Generator().manual_seed(0))
+    calls, steps, cheap = [], [], []
+    real = T.batch_loss
+
+    def recording(*args):  # the real loss, or (for the runs that only look at the order) a cheap one
+        loss = (params[0] * 0.0).sum() + float(args[3][0]) if cheap else real(*args)
+        calls.append((args[3].tolist(), float(loss.detach()), args[5]))
+        return loss
+
+    monkeypatch.setattr(T, "batch_loss", recording)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.0)  # lr 0: the shared model does not change
+    monkeypatch.setattr(optimizer, "step", lambda: steps.append(sum(p.grad is not None for p in params)))
+
+    def epoch_order(**kw):
+        calls.clear()
+        config = T.TrainConfig(batch_size=2, device="cpu", progress=False, **kw)  # amp: a no-op on CPU
+        mean = T.run_epoch(model, optimizer, data, cache, negatives if config.loss == "bradley_terry" else None,
+                           config, 3)
+        assert {name for _, _, name in calls} == {config.loss}
+        return mean, [list(ids) for ids, _, _ in calls], [loss for _, loss, _ in calls]
+
+    try:
+        mean, order, losses = epoch_order()
+        assert [len(ids) for ids in order] == [2, 2, 1] and len(steps) == 3 and steps[0] > 0
+        assert sorted(sum(order, [])) == list(range(5)) and sum(order, []) != list(range(5))  # all, shuffled
+        assert mean == pytest.approx((2 * losses[0] + 2 * losses[1] + losses[2]) / 5, rel=1e-12)
+        cheap.append(True)
+        assert epoch_order()[1] == order  # the seed and the epoch alone decide the order
+        assert epoch_order(seed=7)[1] != order
+        cheap.clear()
+        mean, _, losses = epoch_order(loss="info_nce")  # the in-batch baseline needs no negatives
+        assert mean == pytest.approx((2 * losses[0] + 2 * losses[1] + losses[2]) / 5, rel=1e-12)
+        calls.clear()
+        single = T.TrainData.build({"dress": replace(split, queries=split.queries[:1])}, cache)
+        config = T.TrainConfig(batch_size=4, device="cpu", progress=False, amp=False)
+        assert T.run_epoch(model, optimizer, single, cache, negatives, config, 0) == pytest.approx(calls[0][1])
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def test_train_data_build_concatenates_splits_in_order():
+    qa = [Query("qa0", "a0", "make red", "a1"), Query("qa1", "a2", "make blue", "a0")]
+    qb = [Query("qb0", "b1", "longer", "b0"), Query("qb1", "b0", "shorter", "b1"), Query("qb2", "b0", "x", "b1")]
+    splits = {"a": CIRSplit("a", qa, ["a0", "a1", "a2"], {}), "b": CIRSplit("b", qb, ["b0", "b1"], {})}
+    cache = C.ImageCache({i: r for r, i in enumerate(["b1", "a2", "b0", "a0", "a1"])}, torch.zeros(5, 1, 1))
+    data = T.TrainData.build(splits, cache)  # cache rows in another order than the corpora
+    assert len(data) == 5 and data.texts == ["make red", "make blue", "longer", "shorter", "x"]
+    assert data.offsets == {"a": 0, "b": 2}
+    assert data.reference_rows.tolist() == [3, 1, 0, 2, 2] and data.target_rows.tolist() == [4, 3, 2, 0, 0]
+    assert data.corpus_rows["a"].tolist() == [3, 4, 1] and data.corpus_rows["b"].tolist() == [2, 0]
+    draws = data.random_negatives(torch.Generator().manual_seed(0))
+    assert draws[0] in (3, 1) and draws[1] in (4, 1)  # split a: its own corpus minus the target
+    assert draws[2:].tolist() == [0, 2, 2]  # split b, a corpus of two: the other image
