@@ -339,7 +339,8 @@ def plot_curve_tiers(curves: list[dict], title: str = "") -> tuple[Figure, list[
             for i, tier in enumerate(sorted(set(tiers.tolist()))):
                 at = np.nonzero(tiers == tier)[0]
                 colour = DISTANCE_COLOURS[min(max(int(tier), 0), len(DISTANCE_COLOURS) - 1)]
-                top.scatter(at, sorted_scores[at], s=9 if len(at) < 200 else 4, color=colour, zorder=2,
+                top.scatter(at, sorted_scores[at], s=9 if len(at) < 200 else 4, color=colour,
+                            zorder=2 + 0.1 * (8 - int(tier)),  # the near tiers drawn over the far ones
                             label=f"{names.get(tier, tier)} ({len(at)})")
         t = int(rank_of[curve["target"]])
         top.plot([t], [row[curve["target"]]], marker="*", ms=15, color="#1a9850", mec="black", ls="none",
