@@ -4,7 +4,9 @@ One plain-text bar per stage (pretraining, training epochs, encoding the image c
 inside a stage (the batches of an epoch, the splits of a re-mining, the encoding of one split) are
 drawn only in a terminal: a notebook cannot redraw nested text bars in place, and notebook widgets
 (tqdm.auto) left one output per call behind, hundreds per executed notebook. Outside a terminal a
-bar redraws at most every NOTEBOOK_REDRAW_S seconds, since papermill keeps every redraw as an output.
+bar redraws at most every NOTEBOOK_REDRAW_S seconds and at most NOTEBOOK_REDRAWS times over its
+total, since papermill keeps every redraw as an output (a stage slowed down by a busy machine would
+otherwise leave one output per NOTEBOOK_REDRAW_S seconds).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from tqdm.std import tqdm
 
 NOTEBOOK_REDRAW_S = 5.0  # seconds between redraws when stderr is not a terminal (notebooks, logs)
+NOTEBOOK_REDRAWS = 20  # and at most this many redraws over a bar's total there
 
 
 class Bar(tqdm):
@@ -36,5 +39,8 @@ def progress_bar(iterable=None, *, show: bool = True, nested: bool = False, **kw
     terminal = sys.stderr.isatty()
     if not terminal:
         kwargs.setdefault("mininterval", NOTEBOOK_REDRAW_S)
+        total = kwargs.get("total", len(iterable) if hasattr(iterable, "__len__") else None)
+        if total:
+            kwargs.setdefault("miniters", -(-total // NOTEBOOK_REDRAWS))  # ceil: steps between redraws
     kwargs.setdefault("leave", not nested)
     return Bar(iterable, disable=not show or (nested and not terminal), **kwargs)

@@ -67,6 +67,17 @@ def test_a_postfix_waits_for_the_next_redraw(monkeypatch):
     assert "loss=0.1" in err.getvalue()
 
 
+def test_a_slow_stage_redraws_a_bounded_number_of_times(monkeypatch):
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    bar = progress.progress_bar(total=400, desc="stage", mininterval=0)  # as if every step were slow
+    for _ in range(400):
+        bar.update(1)
+    bar.close()
+    redraws = err.getvalue().count("\r")
+    assert progress.NOTEBOOK_REDRAWS <= redraws <= progress.NOTEBOOK_REDRAWS + 3  # not one per step
+
+
 def test_html_report_embeds_images_and_links_notebooks(tmp_path):
     nbformat = pytest.importorskip("nbformat")
     pytest.importorskip("nbconvert")
