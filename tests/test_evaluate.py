@@ -116,3 +116,21 @@ def test_evaluate_hpfiq_scores_sets_by_their_mean(tmp_path):
     assert got["n_items"] == 6 and got["symmetric_n"] == want["symmetric_n"]
     for key in ("released", "symmetric"):
         assert got[key] == pytest.approx(want[key], nan_ok=True)
+
+
+def test_evaluate_passes_remove_reference_on(smoke):
+    """Removing each query's reference from the ranking changes the metrics when references sit in
+    the corpus: evaluate's result equals metrics_from_scores of its own scores with the same flag,
+    and the two flags give different rankings (mutant evaluate 31 dropped the flag)."""
+    model, split, cache = smoke
+    kept = E.evaluate(model, split, image_cache=cache, remove_reference=False, return_scores=True, progress=False)
+    removed = E.evaluate(model, split, image_cache=cache, remove_reference=True, return_scores=True, progress=False)
+    in_corpus = sum(q.reference_id in split.corpus_index for q in split.queries)
+    assert in_corpus > 0  # Fashion-Shapes references are corpus images
+    assert torch.equal(kept["scores"], removed["scores"])
+    by_hand = E.metrics_from_scores(split, removed["scores"], remove_reference=True)
+    assert removed.keys() - {"scores"} == by_hand.keys()
+    for key, value in by_hand.items():
+        assert removed[key] == (value if isinstance(value, dict) else pytest.approx(value, nan_ok=True)), key
+    differs = [k for k in by_hand if k.startswith(("R@", "nDCG", "mAP")) and kept[k] != removed[k]]
+    assert differs, "remove_reference had no effect on any metric"
