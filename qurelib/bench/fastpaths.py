@@ -27,14 +27,22 @@ def _time(fn, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def synthetic_scores(n_queries: int, n_corpus: int, seed: int = 0, dim: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score curves with the shape of a trained retriever: clustered embeddings, targets near the top."""
+def synthetic_embeddings(n_queries: int, n_corpus: int, seed: int = 0,
+                         dim: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unit query (Q, dim) and corpus (N, dim) embeddings with the shape of a trained retriever
+    (clustered corpus, each query near its target), and the (Q,) target columns."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(64, dim, generator=g)
     corpus = torch.nn.functional.normalize(centres[torch.randint(0, 64, (n_corpus,), generator=g)]
                                            + 0.6 * torch.randn(n_corpus, dim, generator=g), dim=1)
     target = torch.randint(0, n_corpus, (n_queries,), generator=g)
     query = torch.nn.functional.normalize(corpus[target] + 0.8 * torch.randn(n_queries, dim, generator=g), dim=1)
+    return query, corpus, target
+
+
+def synthetic_scores(n_queries: int, n_corpus: int, seed: int = 0, dim: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score curves with the shape of a trained retriever: clustered embeddings, targets near the top."""
+    query, corpus, target = synthetic_embeddings(n_queries, n_corpus, seed, dim)
     return query @ corpus.T, target
 
 

@@ -16,23 +16,13 @@ import numpy as np
 import torch
 
 from qurelib import distributed, kernels, qure
+from qurelib.bench.fastpaths import synthetic_embeddings
 from qurelib.train import gather_sets
-
-
-def _embeddings(nq: int, nc: int, dim: int = 64, seed: int = 0):
-    """Clustered unit embeddings, targets near the top (as `fastpaths.synthetic_scores`)."""
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(64, dim, generator=g)
-    corpus = torch.nn.functional.normalize(centres[torch.randint(0, 64, (nc,), generator=g)]
-                                           + 0.6 * torch.randn(nc, dim, generator=g), dim=1)
-    target = torch.randint(0, nc, (nq,), generator=g)
-    query = torch.nn.functional.normalize(corpus[target] + 0.8 * torch.randn(nq, dim, generator=g), dim=1)
-    return query, corpus, target
 
 
 def _score_and_mine(nq: int, nc: int, out: str) -> None:
     """One rank: score its query shard against the gathered corpus, mine it, gather the sets."""
-    query, corpus, target = _embeddings(nq, nc)
+    query, corpus, target = synthetic_embeddings(nq, nc)
     distributed.barrier()
     t0, cpu0 = time.perf_counter(), time.process_time()
     q0, q1 = distributed.shard_range(nq)
