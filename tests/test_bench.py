@@ -21,3 +21,23 @@ def test_sharded_bench_gathers_the_single_process_sets_and_heavy_tail_fills_h():
     assert row["identical sets"] is True and row["world 1 s"] >= 0 and row["world 2 s"] >= 0
     (tail,) = sharded.bench_heavy_tail(40, 5000)
     assert tail["mean |H| / N"] > 0.2  # the heavy-tail case it is meant to be: H a large part of the corpus
+
+
+def test_training_bench_uses_the_settings_a_stage_runs_with_under_each_profile():
+    """The training bench once read params/default.yaml alone and failed (that file has no seed:
+    the notebooks' own defaults supply it); its settings must be the stage notebook's."""
+    import ast
+
+    import papermill
+
+    from qurelib.bench import training
+    from qurelib.paths import NOTEBOOKS_DIR, PARAMS_DIR
+    from qurelib.study import runner
+
+    notebook = NOTEBOOKS_DIR / "03_preference_finetune.ipynb"
+    defaults = {name: ast.literal_eval(p["default"]) for name, p in papermill.inspect_notebook(str(notebook)).items()}
+    for params_file in sorted(PARAMS_DIR.glob("*.yaml")):
+        stage = {**defaults, **runner.stage_parameters(notebook, params_file, [])}
+        settings = training.profile_settings(params_file.stem)
+        for key in ("batch_size", "lr", "seed", "epochs", "n_def"):
+            assert settings[key] == stage[key], (params_file.name, key)

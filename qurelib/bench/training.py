@@ -16,6 +16,14 @@ from qurelib.paths import PARAMS_DIR, generated_data_dir
 from qurelib.train import TrainConfig, train
 
 
+def profile_settings(profile: str) -> dict:
+    """The settings a stage notebook runs with under `params/<profile>.yaml`: the notebooks'
+    parameter defaults are params/smoke.yaml's values, and papermill applies the profile's file
+    on top (so a profile file names only what it changes, e.g. default.yaml has no seed)."""
+    smoke = yaml.safe_load((PARAMS_DIR / "smoke.yaml").read_text())
+    return {**smoke, **(yaml.safe_load((PARAMS_DIR / f"{profile}.yaml").read_text()) or {})}
+
+
 def bench_training(quick: bool = False, device: str = "cpu") -> list[dict]:
     """`make bench` rows: image-cache time, training queries/s and time per re-mining on
     Fashion-Shapes (smoke if quick, else default) with the tiny model, 2 epochs, one re-mining."""
@@ -25,7 +33,7 @@ def bench_training(quick: bool = False, device: str = "cpu") -> list[dict]:
     t0 = time.perf_counter()
     cache = build_image_cache(model, splits.values(), progress=False)
     cache_s = time.perf_counter() - t0
-    params = yaml.safe_load((PARAMS_DIR / f"{profile}.yaml").read_text())
+    params = profile_settings(profile)
     config = TrainConfig(epochs=2, n_def=2, batch_size=params["batch_size"], lr=params["lr"], seed=params["seed"],
                          device=device, progress=False)
     with tempfile.TemporaryDirectory() as run_dir:
