@@ -268,9 +268,24 @@ def _extract(xp, vals, srt, target, p0, p1, rank):
     expected = xp.to_numpy(xp.where(empty, 0, p1 - p0 + 1 - ((p0 <= rank) & (rank <= p1)) * 1))
     mask_np, vals_np = xp.to_numpy(mask), xp.to_numpy(vals)
     r, c = np.nonzero(mask_np)
-    order = np.lexsort((c, -vals_np[r, c], r))
     counts = np.bincount(r, minlength=len(mask_np))
-    return np.split(c[order], np.cumsum(counts)[:-1]), counts != expected, vals_np
+    return np.split(_order_members(r, c, vals_np[r, c], n), np.cumsum(counts)[:-1]), counts != expected, vals_np
+
+
+def _order_members(r: np.ndarray, c: np.ndarray, v: np.ndarray, n_cols: int) -> np.ndarray:
+    """Columns c sorted by row r, then descending score v, then column: the order of
+    `np.lexsort((c, -v, r))`. Where row, score and column fit one 64-bit word (rows and columns
+    in 32 bits), they are packed into it and sorted as plain integers, which numpy does with its
+    vectorised sort (a stable 3-key lexsort was 80 % of mining a large H)."""
+    row_bits, col_bits = max(int(r.max(initial=0)).bit_length(), 1), max((n_cols - 1).bit_length(), 1)
+    if row_bits + col_bits > 32:
+        return c[np.lexsort((c, -v, r))]
+    bits = (v.astype(np.float32) + np.float32(0)).view(np.uint32)  # + 0: -0.0 becomes 0.0, equal as scores are
+    ascending = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))  # order of the floats as unsigned ints
+    key = (r.astype(np.uint64) << np.uint64(32 + col_bits)) | ((~ascending).astype(np.uint64) << np.uint64(col_bits))
+    key |= c.astype(np.uint64)
+    key.sort()
+    return (key & np.uint64((1 << col_bits) - 1)).astype(np.int64)
 
 
 def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy, rule, thr, k, ratio, top_m,

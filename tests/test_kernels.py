@@ -100,6 +100,23 @@ def test_parity_at_a_realistic_size():
     assert_same(ref, qure.mine_hard_negatives(scores, target))
 
 
+def test_member_order_packed_in_one_word_is_the_three_key_order():
+    """Members ordered by row, descending score, then column; the packed-integer sort must give
+    exactly numpy's stable three-key order, ties, signed zeros and infinities included, and fall
+    back to that lexsort where row and column do not fit 32 bits."""
+    import numpy as np
+
+    g = np.random.default_rng(3)
+    levels = np.array([np.inf, 2.5, 1e-30, 0.0, -0.0, -1e-30, -3.0, -np.inf], dtype=np.float32)
+    r = np.sort(g.integers(0, 9, 400))
+    c = np.concatenate([np.sort(g.choice(50, (r == i).sum(), replace=False)) for i in range(9)])
+    v = np.where(g.random(400) < 0.5, g.choice(levels, 400), g.normal(size=400)).astype(np.float32)
+    expected = c[np.lexsort((c, -v, r))]
+    assert not np.array_equal(expected, c)  # the order is not already there
+    assert kernels._order_members(r, c, v, 50).tolist() == expected.tolist()  # packed
+    assert kernels._order_members(r, c, v, 2 ** 30).tolist() == expected.tolist()  # too wide: the lexsort
+
+
 @pytest.mark.parametrize("qc,cc", [(1, 1), (3, 4), (7, 5), (4096, None)])
 def test_chunked_scoring_matches_reference(qc, cc):
     g = torch.Generator().manual_seed(0)
