@@ -94,15 +94,34 @@ def warmups(first):
     return {world: first[world] / "warmup" for world in (1, 2)}
 
 
-@pytest.fixture(scope="module")
-def forks(warmups, smoke_root, tmp_path_factory):
-    """The world-2 warm-up resumed for the mining epoch at world 1 and at world 2: {world: run_dir}
-    (the world-2 one is an uninterrupted world-2 run: resuming is exact, tests/test_train.py)."""
-    tmp = tmp_path_factory.mktemp("fork")
+def _fork(warmup, smoke_root, tmp):
+    """`warmup` resumed for the mining epoch at world 1 and at world 2: {world: run_dir}."""
     for world in (1, 2):
-        shutil.copytree(warmups[2], tmp / f"w{world}")
+        shutil.copytree(warmup, tmp / f"w{world}")
         distributed.spawn(W.train_run, world, smoke_root, str(tmp / f"w{world}"), CONFIG)
     return {world: tmp / f"w{world}" for world in (1, 2)}
+
+
+@pytest.fixture(scope="module")
+def forks(warmups, smoke_root, tmp_path_factory):
+    """The world-2 warm-up resumed at world 1 and at world 2 (the world-2 one is an uninterrupted
+    world-2 run: resuming is exact, tests/test_train.py)."""
+    return _fork(warmups[2], smoke_root, tmp_path_factory.mktemp("fork"))
+
+
+def _assert_same_mining_epoch(one, two):
+    """Runs resumed from one checkpoint at world 1 (`one`) and world 2 (`two`) mined the same sets,
+    drew the same negatives and reached the same loss (to float reduction order)."""
+    h1, h2 = T.read_history(one), T.read_history(two)
+    assert [r["negatives"] for r in h1] == [r["negatives"] for r in h2] == ["random", "mined"]
+    assert h2[1]["mining"] == h1[1]["mining"]  # sets mined from the same weights: identical statistics
+    assert h2[1]["loss"] == pytest.approx(h1[1]["loss"], rel=1e-5)
+    (_, s1), (_, s2) = _state(one), _state(two)
+    for key in ("indptr", "indices", "fallback"):
+        assert torch.equal(s1["sets"][key], s2["sets"][key]), key
+    for key in ("perm", "cursor"):  # the sampler drew the same negatives and stands at the same place
+        assert (s1["sampler"][key] == s2["sampler"][key]).all(), key
+    assert s1["sampler"]["rng"] == s2["sampler"]["rng"]
 
 
 def test_world2_trajectory_sets_and_negatives_equal_world1(warmups, forks, smoke_root):
@@ -118,16 +137,14 @@ def test_world2_trajectory_sets_and_negatives_equal_world1(warmups, forks, smoke
         # so the weights agree to lr x steps, not to float epsilon
         torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=CONFIG["lr"] * steps)
     # the mining epoch from the same (world-2) weights, resumed at world 1 and at world 2
-    one, two = T.read_history(forks[1]), T.read_history(forks[2])
-    assert [r["negatives"] for r in two] == ["random", "mined"]
-    assert two[1]["mining"] == one[1]["mining"]  # sets mined from the same weights: identical statistics
-    assert two[1]["loss"] == pytest.approx(one[1]["loss"], rel=1e-5)
-    (_, s1), (_, s2) = _state(forks[1]), _state(forks[2])
-    for key in ("indptr", "indices", "fallback"):
-        assert torch.equal(s1["sets"][key], s2["sets"][key]), key
-    for key in ("perm", "cursor"):  # the sampler drew the same negatives and stands at the same place
-        assert (s1["sampler"][key] == s2["sampler"][key]).all(), key
-    assert s1["sampler"]["rng"] == s2["sampler"]["rng"]
+    _assert_same_mining_epoch(forks[1], forks[2])
+
+
+def test_a_world1_run_resumes_at_world2(warmups, smoke_root, tmp_path):
+    """The other direction: a run started in one process goes on at world 2 as it goes on alone."""
+    resumed = _fork(warmups[1], smoke_root, tmp_path)
+    assert T.read_history(resumed[2])[0] == T.read_history(warmups[1])[0]  # epoch 0 kept, not retrained
+    _assert_same_mining_epoch(resumed[1], resumed[2])
 
 
 KILLABLE = textwrap.dedent("""
