@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from qurelib import metrics as M
+from qurelib.metrics import checks
 
 
 def _rand(q=40, n=60, seed=0, levels=None):
@@ -427,3 +428,77 @@ def test_cirr_submission_subset_never_lists_the_reference():
     # img_set {r, a, b}: after removing the reference r only a and b remain, best first
     _, sub = M.cirr_submission(s, [1], ids, torch.tensor([0]), torch.tensor([[0, 1, 2]]))
     assert sub["1"] == ["b", "a"]
+
+
+def test_as_index_without_missing_entries_rejects_minus_one():
+    # allow_missing=False: -1 is an ordinary out-of-range index, 0 is valid, and the message
+    # drops the "-1 marks a missing one" hint
+    assert checks.as_index([0, 2], 2, 3, "target_idx", allow_missing=False).tolist() == [0, 2]
+    with pytest.raises(ValueError, match=r"^target_idx of query 1 is -1, outside the corpus \[0, 3\)$"):
+        checks.as_index([0, -1], 2, 3, "target_idx", allow_missing=False)
+
+
+def test_positives_given_as_whole_floats_are_columns():
+    s = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4]])
+    # a float array (e.g. read from a float table): columns 0 and 2 at ranks 1 and 3
+    assert M.circo_map_at_k(s, np.array([[0.0, 2.0]]), ks=(5,))["mAP@5"] == pytest.approx(100 * (1 + 2 / 3) / 2)
+    assert M.precision_at_k(s, [[0.0, 2.0]], ks=(2,))[2] == pytest.approx(50.0)
+
+
+def test_preference_integer_ratings_and_error_messages():
+    # (M, 5) integer per-image ratings are averaged as floats: 2.2 > 2.0, 3.2 == 3.2, 1.0 < 1.4
+    r1 = torch.tensor([[2, 2, 2, 2, 3], [3, 3, 3, 3, 4], [1, 1, 1, 1, 1]])
+    r2 = torch.tensor([[2, 2, 2, 2, 2], [4, 3, 3, 3, 3], [1, 1, 2, 2, 1]])
+    rep = M.preference_report(r1, r2, [1, 1, 1])
+    assert rep == {"released": 100.0, "released_n": 1, "symmetric": 50.0, "symmetric_n": 2,
+                   "n_ties": 1, "n_items": 3}
+    nan = float("nan")
+    with pytest.raises(ValueError, match="^set score of item 1 is NaN$"):  # the first NaN item
+        M.preference_report([0.1, nan, 0.3, nan], [0.2, 0.2, 0.2, 0.2], [1, 1, 1, 1])
+    with pytest.raises(ValueError, match="^preferred must hold 1 or 2 per item: "):
+        M.preference_report([0.1, 0.2], [0.2, 0.1], ["1", "left"])
+    with pytest.raises(ValueError, match="^lengths differ: 2 set-1 scores, 2 set-2, 3 preferences$"):
+        M.preference_report([0.1, 0.2], [0.2, 0.1], [1, 2, 1])
+    with pytest.raises(ValueError, match="^preference_rate: no item has distinct set scores$"):
+        M.preference_rate([0.1, 0.2], [0.1, 0.2], [1, 2])
+    with pytest.raises(ValueError, match="^preference_rate: no item has s1 > s2 set scores$"):
+        M.preference_rate([0.1, 0.2], [0.3, 0.2], [1, 2], symmetric=False)
+
+
+def test_simulated_judge_default_k_set_2_and_integer_relevance():
+    a = torch.tensor([[6.0, 5, 4, 3, 2, 1]]).repeat(3, 1)  # top-5: columns 0-4
+    b = torch.tensor([[1.0, 5, 4, 3, 2, 6]]).repeat(3, 1)  # top-5: column 5, then 1-4
+    rel = torch.tensor([[2, 0, 0, 0, 0, 1],    # set 1 mean 2/5 > set 2 mean 1/5 -> 1
+                        [0, 0, 0, 0, 0, 3],    # 0 < 3/5 -> 2
+                        [1, 1, 1, 1, 1, 1]])   # equal means -> indifferent
+    # with k = 5 (the default) the sets differ in one column; with k = 6 both would be the whole corpus
+    for relevance in (rel, lambda q: rel[q]):  # integer grades, as a matrix or one row per query
+        items = M.simulated_hp_items(a, b, relevance)
+        assert items["query"].tolist() == [0, 1] and items["preferred"].tolist() == [1, 2]
+        assert items["set_1"].tolist() == [[0, 1, 2, 3, 4]] * 2
+        assert items["set_2"].tolist() == [[5, 1, 2, 3, 4]] * 2
+        assert items["n_indifferent"] == 1
+    assert M.simulated_preference_rate(a, b, rel) == {"rate": 50.0, "n_judged": 2, "n_indifferent": 1}
+    with pytest.raises(ValueError, match=r"^scores_a \(3, 6\) and scores_b \(3, 5\) differ in shape$"):
+        M.simulated_hp_items(a, b[:, :5], rel)
+
+
+def test_a_bad_reference_is_named_as_reference_idx():
+    """cirr_metrics / cirr_submission once reported a bad reference as `column_idx` (the name inside
+    mask_columns), so the message named an argument the caller never passed."""
+    s = torch.zeros(2, 8)
+    target, group = torch.tensor([0, 1]), torch.tensor([[2, 0], [3, 1]])
+    with pytest.raises(ValueError, match=r"^reference_idx of query 1 is 9, outside the corpus \[0, 8\)"):
+        M.cirr_metrics(s, target, torch.tensor([2, 9]), group)
+    with pytest.raises(ValueError, match=r"^reference_idx has 1 entries but scores have 2 queries"):
+        M.cirr_submission(s, ["a", "b"], [str(i) for i in range(8)], torch.tensor([2]), group)
+
+
+@pytest.mark.parametrize("bad", [1.7, float("nan"), -0.5])
+def test_a_fractional_index_is_an_error_not_a_truncated_column(bad):
+    s = torch.zeros(2, 8)
+    with pytest.raises(ValueError, match=r"^target_idx holds .*, not a whole column index"):
+        M.recall_at_k(s, torch.tensor([1.0, bad]), (1,))
+    with pytest.raises(ValueError, match=r"^positives of query 1 holds .*, not a whole column index"):
+        M.precision_at_k(s, [[1], [2.0, bad]], (1,))
+    assert M.recall_at_k(s, torch.tensor([0.0, 3.0]), (1,)) == M.recall_at_k(s, torch.tensor([0, 3]), (1,))

@@ -24,7 +24,7 @@ def as_scores(scores: Tensorish) -> torch.Tensor:
 
 def as_index(idx: Tensorish, q: int, n: int, what: str, allow_missing: bool = True) -> torch.Tensor:
     """(Q,) long tensor of columns in [0, n), or -1 where missing; else ValueError naming the query."""
-    t = torch.as_tensor(idx).detach().to("cpu").long().flatten()
+    t = _whole(torch.as_tensor(idx).detach().to("cpu").flatten(), what)
     if len(t) != q:
         raise ValueError(f"{what} has {len(t)} entries but scores have {q} queries")
     low = -1 if allow_missing else 0
@@ -36,13 +36,22 @@ def as_index(idx: Tensorish, q: int, n: int, what: str, allow_missing: bool = Tr
     return t
 
 
+def _whole(t: torch.Tensor, what: str) -> torch.Tensor:
+    """t as a long tensor; float entries must be whole numbers (1.7 is no column: not truncated)."""
+    if t.is_floating_point() and len(t):
+        bad = (t != t.round()).nonzero().flatten()  # NaN included
+        if len(bad):
+            raise ValueError(f"{what} holds {float(t[bad[0]])}, not a whole column index")
+    return t.long()
+
+
 def as_positives(positives: Sequence[Sequence[int]], q: int, n: int) -> list[torch.Tensor]:
     """One unique long tensor of positive columns per query; out-of-range raises ValueError."""
     if len(positives) != q:
         raise ValueError(f"positives has {len(positives)} lists but scores have {q} queries")
     out = []
     for i, pos in enumerate(positives):
-        p = torch.as_tensor(list(pos), dtype=torch.long).unique()
+        p = _whole(torch.as_tensor(list(pos)), f"positives of query {i}").unique()
         if len(p) and (p.min() < 0 or p.max() >= n):
             raise ValueError(f"positives of query {i} hold an index outside the corpus [0, {n})")
         out.append(p)
@@ -61,7 +70,7 @@ def top_columns(s: torch.Tensor, k: int) -> torch.Tensor:
 
 def gain_matrix(gains: Tensorish | Callable[[int], Tensorish], q: int, n: int) -> torch.Tensor:
     if callable(gains):
-        g = torch.stack([torch.as_tensor(gains(i)).to(torch.float64).flatten() for i in range(q)])
+        g = torch.stack([torch.as_tensor(gains(i)).detach().to("cpu", torch.float64).flatten() for i in range(q)])
     else:
         g = torch.as_tensor(gains).detach().to("cpu", torch.float64)
     if g.shape != (q, n):

@@ -132,10 +132,11 @@ def cirr_metrics(scores: Tensorish, target_idx: Tensorish, reference_idx: Tensor
     Rs@K ranks the target among the members minus the reference. avg = (R@5 + Rs@1) / 2.
     Raises ValueError when a target equals its reference or is not one of its img_set members.
     """
-    s = mask_columns(scores, reference_idx)
+    s = as_scores(scores)
     q, n = s.shape
+    ref = as_index(reference_idx, q, n, "reference_idx")  # checked here, so an error names it
+    s = mask_columns(s, ref)
     t = as_index(target_idx, q, n, "target_idx")
-    ref = as_index(reference_idx, q, n, "reference_idx")
     g = _check_groups(group_idx, q, n)
     same = ((t == ref) & (t >= 0)).nonzero().flatten()
     if len(same):
@@ -164,12 +165,13 @@ def cirr_submission(scores: Tensorish, pair_ids: Sequence, corpus_ids: Sequence[
     Returns ({"version": "rc2", "metric": "recall", "<pairid>": [50 names]},
              {"version": "rc2", "metric": "recall_subset", "<pairid>": [3 names]}).
     """
-    s = mask_columns(scores, reference_idx)
+    s = as_scores(scores)
     q, n = s.shape
+    ref = as_index(reference_idx, q, n, "reference_idx")  # checked here, so an error names it
+    s = mask_columns(s, ref)
     if len(pair_ids) != q or len(corpus_ids) != n:
         raise ValueError(f"cirr_submission: {len(pair_ids)} pair_ids / {len(corpus_ids)} corpus_ids "
                          f"for scores of shape {(q, n)}")
-    ref = as_index(reference_idx, q, n, "reference_idx")
     mask = _subset_mask(n, _check_groups(group_idx, q, n), ref)
     top50 = top_columns(s, 50)
     top3 = top_columns(s.masked_fill(~mask, -math.inf), 3)
