@@ -502,3 +502,21 @@ def test_a_fractional_index_is_an_error_not_a_truncated_column(bad):
     with pytest.raises(ValueError, match=r"^positives of query 1 holds .*, not a whole column index"):
         M.precision_at_k(s, [[1], [2.0, bad]], (1,))
     assert M.recall_at_k(s, torch.tensor([0.0, 3.0]), (1,)) == M.recall_at_k(s, torch.tensor([0, 3]), (1,))
+
+
+@pytest.mark.gpu
+def test_cuda_inputs_give_the_cpu_results():
+    """Scores, indices, groups, ratings and gains may arrive on the GPU (evaluation scores there);
+    each metric brings them to the CPU and gives the CPU result."""
+    s, t = _rand(6, 9, levels=4), torch.tensor([0, 1, 2, 3, -1, 5])
+    ref, group = torch.tensor([8, 7, 6, 5, 4, 3]), torch.tensor([[8, 0, 1], [7, 1, 2], [6, 2, 3],
+                                                                 [5, 3, 4], [4, 5, 6], [3, 5, 6]])
+    gains = torch.rand(6, 9, generator=torch.Generator().manual_seed(1))
+    r1, r2 = torch.rand(5, 5), torch.rand(5, 5)
+    cuda = lambda x: x.cuda()  # noqa: E731
+    assert M.recall_at_k(cuda(s), cuda(t)) == M.recall_at_k(s, t)
+    assert M.cirr_metrics(cuda(s), cuda(t), cuda(ref), cuda(group)) == M.cirr_metrics(s, t, ref, group)
+    assert M.ndcg_at_k(cuda(s), cuda(gains), ks=(3,)) == M.ndcg_at_k(s, gains, ks=(3,))
+    prefs = [1, 2, 1, 1, 2]
+    assert M.preference_report(cuda(r1), cuda(r2), prefs) == pytest.approx(M.preference_report(r1, r2, prefs),
+                                                                             nan_ok=True)
