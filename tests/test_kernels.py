@@ -137,3 +137,45 @@ def test_cuda_paths_match_cpu():
     target = torch.randint(0, 1500, (200,), generator=g)
     assert_same(qure.mine_hard_negatives(scores, target, impl="reference"),
                 qure.mine_hard_negatives(scores.cuda(), target.cuda()))
+
+
+# --- added from surviving mutants (docs/MUTATION.md) ------------------------------------------------
+def relative_drops_by_loop(drops, outside, half_width, eps):
+    """Plain statement of scale_free's relative drop at each searched position j: d_j over the
+    median of the searched drops at j-h .. j+h (mean of the two middle ones for an even count),
+    floored at eps."""
+    import statistics
+
+    out = {}
+    for i, (row, skip) in enumerate(zip(drops, outside)):
+        for j in range(len(row)):
+            if skip[j]:
+                continue
+            near = [float(row[k]) for k in range(j - half_width, j + half_width + 1)
+                    if 0 <= k < len(row) and not skip[k]]
+            out[i, j] = float(row[j]) / max(statistics.median(near), eps)
+    return out
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("half_width", [1, 2, 5])
+def test_relative_drops_equal_the_local_median_by_loop(backend, half_width):
+    """Drops of the size of the floor eps (1e-6), so a median off by a factor, or a floor that
+    is added instead of taken as a minimum, moves the ratio; windows clipped by the searched range
+    hold one or two drops at the edges for small half widths."""
+    import numpy as np
+
+    drops = np.array([[3e-7, 8e-7, 2.5e-6, 1.2e-6, 4e-5, 9e-7, 1e-5, 6e-7, 3e-6, 2e-7, 7e-6, 1.5e-6],
+                      [1e-5, 4e-7, 4e-7, 2e-6, 5e-7, 3e-5, 1.1e-6, 1.1e-6, 8e-6, 5e-7, 2e-7, 6e-6]],
+                     dtype=np.float32)  # (B, D)
+    outside = np.zeros(drops.shape, dtype=bool)
+    outside[0, :2] = True  # above the tail
+    outside[0, -1] = True  # beyond a window
+    outside[1, :9] = True  # a short searched range: three drops
+    want = relative_drops_by_loop(drops, outside, half_width, 1e-6)
+    xp = kernels._NumpyOps if backend == "numpy" else kernels._TorchOps
+    args = (drops, outside) if backend == "numpy" else (torch.from_numpy(drops), torch.from_numpy(outside))
+    got = np.asarray(kernels._relative_drops(xp, *args, half_width, 1e-6))
+    assert got.dtype == np.float64
+    for (i, j), value in want.items():
+        assert got[i, j] == pytest.approx(value, rel=1e-12), (i, j)

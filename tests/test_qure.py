@@ -288,3 +288,54 @@ def test_mining_no_queries_gives_empty_sets(impl):
     sets = qure.mine_hard_negatives(torch.zeros(0, 6), torch.zeros(0, dtype=torch.long), impl=impl)
     assert len(sets) == 0 and sets.fallback.shape == (0,) and sets.fallback.dtype == torch.bool
     assert sets.indptr.tolist() == [0] and sets.indices.shape == (0,)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, float("nan"), float("inf")])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_bradley_terry_refuses_a_temperature_that_is_not_finite_and_positive(bad, as_tensor):
+    pos, neg = torch.tensor([0.8, 0.1]), torch.tensor([0.3, 0.4])
+    temperature = torch.tensor(bad) if as_tensor else bad  # a CPU tensor is checked like a float
+    message = f"bradley_terry_loss: temperature must be finite and > 0; got {bad}"
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        qure.bradley_terry_loss(pos, neg, temperature)
+
+
+def test_fill_empty_sets_removes_an_excluded_column_zero():
+    # Query 0: scores 0.9 0.1 0.5 0.3, target col 1 ranked last -> its after-target set is empty;
+    # col 0 is excluded (0 is a column; -1 means none) -> every other image in score order: 2, 3.
+    scores, target, exclude = torch.tensor([[0.9, 0.1, 0.5, 0.3]]), torch.tensor([1]), torch.tensor([0])
+    sets = qure.mine_hard_negatives(scores, target, strategy="after_target_top_k", k=2, exclude=exclude)
+    assert sets.sizes.tolist() == [0]
+    ranks = torch.tensor([[0, 3, 1, 2]])  # position of each column in the ranking, by hand
+    filled = qure.fill_empty_sets(sets, ranks, target, exclude=exclude)
+    assert filled[0].tolist() == [2, 3] and filled.fallback.tolist() == [True]
+
+
+class _CorpusBlocks(torch.overrides.TorchFunctionMode):
+    """Records the corpus images in each (Q, n_c * T) product that score_corpus builds."""
+
+    def __init__(self, tokens):
+        super().__init__()
+        self.tokens, self.images = tokens, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.Tensor.matmul:
+            self.images.append(out.shape[1] // self.tokens)
+        return out
+
+
+@pytest.mark.parametrize("q,n,t,d,chunks", [
+    (2000, 5000, 32, 256, [1048] * 4 + [808]),  # FashionIQ-like: 64 Mi // (2000 * 32) = 1048 images a chunk
+    (40000, 3, 1000, 4, [1, 1, 1]),  # one image's product (40 M) is over half the budget: one image a chunk
+    (1, 2**26 + 1, 1, 4, [2**26, 1]),  # (N, D) corpus, one query: 64 Mi images fit a chunk
+])
+def test_score_corpus_default_chunks_fill_a_64_mi_element_budget(q, n, t, d, chunks):
+    # meta tensors: the real shapes, no memory; the product of a chunk is Q x n_c x T elements
+    query = torch.empty(q, d, device="meta")
+    corpus = torch.empty(n, t, d, device="meta") if t > 1 else torch.empty(n, d, device="meta")
+    with _CorpusBlocks(t) as blocks:
+        out = qure.score_corpus(query, corpus)
+    assert out.shape == (q, n)
+    assert blocks.images == chunks
+    assert max(blocks.images) * q * t <= 64 * 2**20
