@@ -90,8 +90,15 @@ def test_hard_negative_stats_and_audit():
     assert not math.isnan(audit["drops/released"]["size_mean"])
 
 
+def _shuffled(cache):
+    """The cache with every image given its neighbour's features: scores from it differ from the
+    true ones, so a function that ignored it and encoded afresh would be seen."""
+    return C.ImageCache(cache.row, cache.embeds.roll(1, dims=0))
+
+
 def test_evaluate_hpfiq_scores_sets_by_their_mean(tmp_path):
-    """HP-FashionIQ on Fashion-Shapes images: the rates equal a hand computation from the scores."""
+    """HP-FashionIQ on Fashion-Shapes images: the rates equal a hand computation from the scores,
+    with and without an image cache given (a given cache is the one scored)."""
     from qurelib.data.hpfiq import HPFIQ, HPFIQItem
     from qurelib.data.synthetic import load_fashion_shapes, make_fashion_shapes
     from qurelib.encode import score_split
@@ -107,15 +114,28 @@ def test_evaluate_hpfiq_scores_sets_by_their_mean(tmp_path):
     hp = HPFIQ(items, {i: split.image_path(i) for i in {x for it in items for x in
                                                           (it.reference_id, it.target_id, *it.set1_ids, *it.set2_ids)}})
     model = load_model("tiny", device="cpu")
-    got = evaluate_hpfiq(model, hp, progress=False)
-    scores = score_split(model, hp.to_split(), progress=False)
     col = hp.to_split().corpus_index
-    s1 = [float(scores[i, [col[x] for x in it.set1_ids]].mean()) for i, it in enumerate(items)]
-    s2 = [float(scores[i, [col[x] for x in it.set2_ids]].mean()) for i, it in enumerate(items)]
-    want = preference_report(torch.tensor(s1), torch.tensor(s2), [it.preferred for it in items])
-    assert got["n_items"] == 6 and got["symmetric_n"] == want["symmetric_n"]
-    for key in ("released", "symmetric"):
-        assert got[key] == pytest.approx(want[key], nan_ok=True)
+    shuffled = _shuffled(C.build_image_cache(model, [hp.to_split()], progress=False))
+    for cache in (None, shuffled):
+        got = evaluate_hpfiq(model, hp, image_cache=cache, progress=False)
+        scores = score_split(model, hp.to_split(), cache, progress=False)
+        s1 = [float(scores[i, [col[x] for x in it.set1_ids]].mean()) for i, it in enumerate(items)]
+        s2 = [float(scores[i, [col[x] for x in it.set2_ids]].mean()) for i, it in enumerate(items)]
+        want = preference_report(torch.tensor(s1), torch.tensor(s2), [it.preferred for it in items])
+        assert got["n_items"] == 6 and got["symmetric_n"] == want["symmetric_n"]
+        for key in ("released", "symmetric"):
+            assert got[key] == pytest.approx(want[key], nan_ok=True)
+    assert not torch.equal(score_split(model, hp.to_split(), shuffled, progress=False),
+                           score_split(model, hp.to_split(), progress=False))
+
+
+def test_evaluate_splits_scores_the_given_image_cache(smoke):
+    model, split, cache = smoke
+    shuffled = _shuffled(cache)
+    direct = C.score_split(model, split, shuffled, progress=False)
+    assert not torch.equal(direct, C.score_split(model, split, cache, progress=False))
+    got = E.evaluate_splits(model, {"dress": split}, image_cache=shuffled, return_scores=True, progress=False)
+    assert torch.equal(got["per_split"]["dress"]["scores"], direct)
 
 
 def test_evaluate_passes_remove_reference_on(smoke):
