@@ -154,3 +154,37 @@ def test_evaluate_passes_remove_reference_on(smoke):
         assert removed[key] == (value if isinstance(value, dict) else pytest.approx(value, nan_ok=True)), key
     differs = [k for k in by_hand if k.startswith(("R@", "nDCG", "mAP")) and kept[k] != removed[k]]
     assert differs, "remove_reference had no effect on any metric"
+
+
+def test_split_image_ids_lists_corpus_references_and_outside_targets_once():
+    """Corpus first (in order), then references and targets that lie outside it; a query without
+    a target adds nothing for it."""
+    split = CIRSplit("toy", [Query("q0", "r1", "t", target_id="b"), Query("q1", "a", "t", target_id="t9"),
+                             Query("q2", "r1", "t", target_id=None), Query("q3", "b", "t", target_id="t9")],
+                     ["a", "b", "c"], {})
+    assert C.split_image_ids(split) == ["a", "b", "c", "r1", "t9"]
+
+
+def test_evaluate_refuses_a_split_with_nothing_to_rank(smoke):
+    model, split, cache = smoke
+    for queries, corpus in ((split.queries, []), ([], split.corpus_ids)):
+        empty = CIRSplit("half-empty", queries, corpus, split.image_paths)
+        with pytest.raises(ValueError, match=r"^evaluate: split 'half-empty' has \d+ queries and \d+ corpus "
+                                             r"images: nothing to rank$"):
+            E.evaluate(model, empty, image_cache=cache, progress=False)
+
+
+def test_encoding_options_reach_encode_split(smoke, monkeypatch):
+    """score_split hands its keyword options to encode_split (a query slice gives that many rows),
+    and evaluate its batch size."""
+    model, split, cache = smoke
+    assert C.score_split(model, split, cache, queries=slice(2, 5), progress=False).shape == (3, len(split.corpus_ids))
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["batch_size"])
+        return C.encode_split(*args, **kwargs)
+
+    monkeypatch.setattr(E, "encode_split", spy)
+    E.evaluate(model, split, image_cache=cache, batch_size=7, progress=False)
+    assert seen == [7]
