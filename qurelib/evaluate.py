@@ -69,7 +69,9 @@ def metrics_from_scores(split: CIRSplit, scores: torch.Tensor, *,
     """Every metric `split` supports, from its (Q, N) scores (see the module docstring).
 
     remove_reference: None removes each query's reference from the ranking only for splits with
-    img_set `group_members` (the CIRR protocol; FashionIQ's evaluator keeps it).
+    img_set `group_members` (the CIRR protocol; FashionIQ's evaluator keeps it). On such splits
+    "R@K" and "Rs@K" are CIRR's own, reference always removed as its evaluator does; the flag
+    then changes only the other metrics.
     Keys: "R@K", "target_ties" (percent of targets tied with another image, which the optimistic
     tie rule counts as wins: a collapsed model scores 100); "Rs@K", "avg" (CIRR); "P@K", "PR@K" (recall over all positives), "mAP@K",
     "first_fn" (summary dict, see metrics.first_false_negative_rank); "nDCG@K".

@@ -188,3 +188,37 @@ def test_encoding_options_reach_encode_split(smoke, monkeypatch):
     monkeypatch.setattr(E, "encode_split", spy)
     E.evaluate(model, split, image_cache=cache, batch_size=7, progress=False)
     assert seen == [7]
+
+
+def test_metrics_from_scores_of_a_cirr_like_split_by_hand():
+    """Every number worked out by hand: a target in column 0, a tie at the target, img_sets of
+    different lengths (padding), a member outside the corpus, a query without a target, and a
+    reference that outranks its target until the CIRR protocol removes it."""
+    corpus = ["a", "b", "c", "d", "e", "f", "g"]
+    split = CIRSplit("toy", [Query("q0", "g", "t", target_id="a", group_members=("g", "a", "c")),
+                             Query("q1", "c", "t", target_id="d", group_members=("c", "d", "zz", "e")),
+                             Query("q2", "e", "t", target_id="f", group_members=("e", "f", "g")),
+                             Query("q3", "a", "t", target_id=None, group_members=("a", "b"))], corpus, {})
+    #                         a     b    c    d    e     f    g
+    scores = torch.tensor([[.50, .90, .50, .10, .20, .30, .95],   # q0: a ties c; b above; g is the reference
+                           [.10, .80, .60, .60, .20, .00, .00],   # q1: b above d; the reference c ties d
+                           [.10, .20, .30, .40, .99, .70, .50],   # q2: only the reference e above f
+                           [.00, .00, .00, .00, .00, .00, .00]])
+    out = E.metrics_from_scores(split, scores)  # img_sets present: references removed by default
+    assert out["n_queries"] == 4 and out["n_corpus"] == 7
+    # target ranks (ties won): q0 1 (b), q1 1 (b), q2 0 (e removed); q3 has no target
+    assert out["R@1"] == pytest.approx(100 / 3) and out["R@5"] == out["R@10"] == out["R@50"] == 100.0
+    assert out["target_ties"] == pytest.approx(100 / 3)  # q0's target ties c (q1's tie is with its removed reference)
+    # img_set minus the reference: q0 {a, c} (tie won), q1 {d, e} ("zz" not in the corpus), q2 {f, g}
+    assert out["Rs@1"] == out["Rs@2"] == out["Rs@3"] == 100.0 and out["avg"] == 100.0
+    kept = E.metrics_from_scores(split, scores, remove_reference=False)
+    assert kept["target_ties"] == pytest.approx(200 / 3)  # q1's reference counts now
+    assert kept["R@1"] == out["R@1"]  # CIRR's R@K follow the protocol: reference always removed
+    alone = CIRSplit("toy", split.queries[:1], corpus, {})  # the only target in column 0
+    one = E.metrics_from_scores(alone, scores[:1])
+    assert (one["R@1"], one["R@5"], one["target_ties"], one["Rs@1"]) == (0.0, 100.0, 100.0, 100.0)
+
+
+def test_target_indices_are_long_even_for_no_queries():
+    split = CIRSplit("toy", [], ["a", "b"], {})
+    assert E.target_indices_or_missing(split).dtype == torch.long
