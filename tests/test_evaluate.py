@@ -42,6 +42,9 @@ def test_evaluate_matches_metrics_on_its_scores(smoke):
     recall = M.recall_at_k(scores, split.target_indices(), E.RECALL_KS)
     assert all(out[f"R@{k}"] == pytest.approx(v) for k, v in recall.items())
     assert {"P@5", "PR@10", "mAP@5", "nDCG@10", "first_fn"} <= set(out)
+    ffn = M.first_false_negative_rank(scores, split.target_indices(), split.positive_indices())
+    assert out["first_fn"] == pytest.approx({k: v for k, v in ffn.items() if not torch.is_tensor(v)}, nan_ok=True)
+    assert out["first_fn"]["n"] > 0
     assert "Rs@1" not in out  # no img_set members in Fashion-Shapes
 
 
@@ -222,3 +225,24 @@ def test_metrics_from_scores_of_a_cirr_like_split_by_hand():
 def test_target_indices_are_long_even_for_no_queries():
     split = CIRSplit("toy", [], ["a", "b"], {})
     assert E.target_indices_or_missing(split).dtype == torch.long
+
+
+def test_image_cache_rows_are_long_and_a_missing_image_is_named():
+    cache = C.ImageCache({"a": 0, "b": 1}, torch.zeros(2, 1, 1))
+    assert cache.rows(["b", "a"]).tolist() == [1, 0] and cache.rows([]).dtype == torch.long
+    with pytest.raises(KeyError, match=r"image 'zz' is not in the image cache \(2 missing\)"):
+        cache.rows(["a", "zz", "yy"])
+
+
+def test_relevance_matrix_is_zero_across_categories_by_hand():
+    from qurelib.data.vocab import ATTRIBUTES
+
+    same = {a: "x" for a in ATTRIBUTES}
+    one_off = {**same, next(iter(ATTRIBUTES)): "y"}
+    attrs = {"t": {"category": "dress", "attributes": same}, "d": {"category": "dress", "attributes": one_off},
+             "s": {"category": "shirt", "attributes": same}}
+    split = CIRSplit("toy", [Query("q0", "d", "t", target_id="t")], ["t", "d", "s"], {}, attributes=attrs)
+    expected = [1.0, 1 - 1 / len(ATTRIBUTES), 0.0]  # identical, one attribute off, another category
+    assert E.relevance_matrix(split)[0].tolist() == pytest.approx(expected)
+    with pytest.raises(ValueError, match=r"^toy: relevance_matrix needs image attributes \(Fashion-Shapes\)$"):
+        E.relevance_matrix(CIRSplit("toy", split.queries, split.corpus_ids, {}))
