@@ -88,12 +88,12 @@ def _results(work: Path) -> dict:
 def run(names: list[str], jobs: int, survivors: bool = False) -> None:
     for name in names:
         group, work = GROUPS[name], WORK / name
-        targets = group["mutants"]
+        in_group = lambda k: any(fnmatch.fnmatch(k, g) for g in group["mutants"])  # noqa: E731
         if survivors:
             listed = equivalent_mutants()
-            targets = [k for k, v in _results(work).items() if v not in FAILED and k not in listed  # timeouts too
-                       and any(fnmatch.fnmatch(k, g) for g in group["mutants"])]
-            if not targets:
+            results = _results(work)
+            targets = [k for k, v in results.items() if v not in FAILED and k not in listed and in_group(k)]  # timeouts too
+            if not results:
                 continue
         work.mkdir(parents=True, exist_ok=True)
         for part in ("qurelib", "tests"):
@@ -101,8 +101,17 @@ def run(names: list[str], jobs: int, survivors: bool = False) -> None:
             shutil.copytree(ROOT / part, work / part, ignore=shutil.ignore_patterns("__pycache__"))
         (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + _config(group))
         start = time.time()
-        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *targets],
-                       cwd=work, check=True, stdout=subprocess.DEVNULL)
+        mutmut = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)]
+        if not survivors:
+            subprocess.run([*mutmut, *group["mutants"]], cwd=work, check=True, stdout=subprocess.DEVNULL)
+        else:
+            # mutmut regenerates the mutants of the copied code as it starts and forgets the results of
+            # every function whose source changed; those (now "not run") are tested in a second pass
+            first = targets or sorted(k for k in results if in_group(k))[:1]
+            subprocess.run([*mutmut, *first], cwd=work, check=True, stdout=subprocess.DEVNULL)
+            reset = [k for k, v in _results(work).items() if v in NOT_RUN and in_group(k)]
+            if reset:
+                subprocess.run([*mutmut, *reset], cwd=work, check=True, stdout=subprocess.DEVNULL)
         print(f"mutation group {name}: {time.time() - start:.0f} s")
 
 

@@ -1,5 +1,6 @@
 """Fast paths equal their references: batched mining (numpy and torch backends) and chunked scoring."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,8 +164,6 @@ def test_relative_drops_equal_the_local_median_by_loop(backend, half_width):
     """Drops of the size of the floor eps (1e-6), so a median off by a factor, or a floor that
     is added instead of taken as a minimum, moves the ratio; windows clipped by the searched range
     hold one or two drops at the edges for small half widths."""
-    import numpy as np
-
     drops = np.array([[3e-7, 8e-7, 2.5e-6, 1.2e-6, 4e-5, 9e-7, 1e-5, 6e-7, 3e-6, 2e-7, 7e-6, 1.5e-6],
                       [1e-5, 4e-7, 4e-7, 2e-6, 5e-7, 3e-5, 1.1e-6, 1.1e-6, 8e-6, 5e-7, 2e-7, 6e-6]],
                      dtype=np.float32)  # (B, D)
@@ -179,3 +178,106 @@ def test_relative_drops_equal_the_local_median_by_loop(backend, half_width):
     assert got.dtype == np.float64
     for (i, j), value in want.items():
         assert got[i, j] == pytest.approx(value, rel=1e-12), (i, j)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_undecided_rows_come_back_as_empty_int64_sets(backend):
+    # Every drop equal (1.0): the 8th and 9th steepest tie, so the top-8 cannot settle the row.
+    row = torch.tensor([[9, 8, 7, 6, 5, 4, 3, 2, 1, 0, -1, -2]], dtype=torch.float32)
+    sets, fallback, undecided = kernels.mine_hard_negatives_batched(
+        row, torch.tensor([0]), strategy="drops", rule="released", consecutive_threshold=1, k=None, ratio=None,
+        exclude=None, backend=backend)
+    assert undecided.dtype == bool and undecided.tolist() == [True] and fallback.tolist() == [False]
+    assert isinstance(sets[0], np.ndarray) and sets[0].dtype == np.int64 and sets[0].shape == (0,)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_only_a_tie_across_a_boundary_takes_the_exact_path(backend, monkeypatch):
+    """The members are read off a value mask; `_take_exact` is for rows where a run of equal scores
+    straddles a boundary only. Distinct scores (targets first, last and anywhere) never need it."""
+    calls = []
+    exact = kernels._take_exact
+    monkeypatch.setattr(kernels, "_take_exact", lambda *a: calls.append(a[1:]) or exact(*a))
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(40, 30, generator=g)  # distinct scores
+    target = torch.randint(0, 30, (40,), generator=g)
+    target[:3], target[3:6] = scores[:3].argmin(1), scores[3:6].argmax(1)
+    exclude = (target + 1) % 30
+    exclude[::2] = -1
+    for cfg in CONFIGS:
+        for excl in (None, exclude):
+            ref = qure.mine_hard_negatives(scores, target, exclude=excl, impl="reference", **cfg)
+            full = dict(rule="released", consecutive_threshold=1, k=None, ratio=None) | cfg
+            sets, _, undecided = kernels.mine_hard_negatives_batched(scores, target, exclude=excl, backend=backend,
+                                                                     **full)
+            assert not undecided.any() and [s.tolist() for s in sets] == [ref[q].tolist() for q in range(40)]
+    # ranges at the very ends of the order: scores 0.9 0.5 0.4 0.1; the top-1 of target col 3 is position 0,
+    # and with target col 0 and ratio 0.2 (ceiling 0.18) percent_of_positive keeps the last position only
+    row = torch.tensor([[0.9, 0.5, 0.4, 0.1]])
+    for t, cfg, want in [(3, dict(strategy="top_k", k=1), [0]),
+                         (0, dict(strategy="percent_of_positive", ratio=0.2), [3])]:
+        full = dict(rule="released", consecutive_threshold=1, k=None, ratio=None) | cfg
+        sets, _, _ = kernels.mine_hard_negatives_batched(row, torch.tensor([t]), exclude=None, backend=backend, **full)
+        assert sets[0].tolist() == want, cfg
+    assert calls == []
+    # scores 5 4 4 4 1, target col 0, top-2 of the others: the run of 4s (positions 1-3) crosses position 2
+    sets, _, _ = kernels.mine_hard_negatives_batched(
+        torch.tensor([[5.0, 4, 4, 4, 1]]), torch.tensor([0]), strategy="top_k", rule="released",
+        consecutive_threshold=1, k=2, ratio=None, exclude=None, backend=backend)
+    assert sets[0].tolist() == [1, 2] and len(calls) == 1
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_scale_free_rule_without_its_parameters_is_refused(backend):
+    with pytest.raises(ValueError, match=r"^rule 'scale_free' needs scale_free=\(half_width, eps\)$"):
+        kernels.mine_hard_negatives_batched(torch.tensor([[0.9, 0.5, 0.4, 0.1]]), torch.tensor([0]), strategy="drops",
+                                            rule="scale_free", consecutive_threshold=1, k=None, ratio=None,
+                                            exclude=None, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_no_queries_give_empty_bool_flags(backend):
+    sets, fallback, undecided = kernels.mine_hard_negatives_batched(
+        torch.zeros(0, 6), torch.zeros(0, dtype=torch.long), strategy="drops", rule="released",
+        consecutive_threshold=1, k=None, ratio=None, exclude=None, backend=backend)
+    assert sets == []
+    for flags in (fallback, undecided):
+        assert isinstance(flags, np.ndarray) and flags.dtype == bool and flags.shape == (0,)
+
+
+@pytest.mark.parametrize("n_cols,n_rows", [(2 ** 30, 4), (2 ** 31, 2), (2 ** 31, 4)])  # 32, 32, 33 bits
+def test_member_order_at_the_32_bit_boundary_by_loop(n_cols, n_rows):
+    """Rows and columns that fill exactly 32 bits are packed; one bit more takes the lexsort. Either
+    way the order is row, descending score, then column (a plain sort states it)."""
+    g = np.random.default_rng(5)
+    r = np.sort(g.integers(0, n_rows, 200))
+    r[-1] = n_rows - 1  # the row count sets the row bits
+    c = g.choice(np.array([0, 1, 7, 2 ** 20, n_cols - 1]), 200)
+    v = g.choice(np.array([1.5, 0.25, -2.0], dtype=np.float32), 200)
+    want = [int(c[i]) for i in sorted(range(200), key=lambda i: (int(r[i]), -float(v[i]), int(c[i])))]
+    assert kernels._order_members(r, c, v, n_cols).tolist() == want
+
+
+@pytest.mark.gpu
+def test_cuda_losses_exclusion_and_errors_match_cpu():
+    """The CUDA-only branches the CPU suite cannot reach: both losses with CUDA tensors (labels and
+    temperature on the GPU), mining CUDA scores with an excluded column, and a non-finite CUDA
+    score reported at its own row."""
+    g = torch.Generator().manual_seed(3)
+    pos, neg, tau = torch.randn(16, generator=g), torch.randn(16, generator=g), torch.tensor(0.07)
+    cpu_bt = qure.bradley_terry_loss(pos, neg, tau)
+    torch.testing.assert_close(qure.bradley_terry_loss(pos.cuda(), neg.cuda(), tau.cuda()).cpu(), cpu_bt)
+    query, targets = torch.randn(6, 32, generator=g), torch.randn(6, 4, 32, generator=g)
+    torch.testing.assert_close(qure.info_nce_loss(query.cuda(), targets.cuda(), tau.cuda()).cpu(),
+                               qure.info_nce_loss(query, targets, tau), atol=1e-4, rtol=1e-4)
+    scores = torch.randn(50, 700, generator=g)
+    target = torch.randint(0, 700, (50,), generator=g)
+    exclude = torch.where(torch.arange(50) % 3 == 0, -1, (target + 1) % 700)
+    for strategy in ("drops", "top_k"):
+        kw = dict(strategy=strategy, k=10 if strategy == "top_k" else None)
+        assert_same(qure.mine_hard_negatives(scores, target, exclude=exclude, impl="reference", **kw),
+                    qure.mine_hard_negatives(scores.cuda(), target.cuda(), exclude=exclude.cuda(), **kw))
+    bad = scores.clone()
+    bad[7, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"^scores of query 7 contain NaN or inf"):
+        qure.mine_hard_negatives(bad.cuda(), target.cuda())

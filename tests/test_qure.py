@@ -291,13 +291,13 @@ def test_mining_no_queries_gives_empty_sets(impl):
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.5, float("nan"), float("inf")])
-@pytest.mark.parametrize("as_tensor", [False, True])
-def test_bradley_terry_refuses_a_temperature_that_is_not_finite_and_positive(bad, as_tensor):
+@pytest.mark.parametrize("form", [float, torch.tensor, lambda v: torch.tensor([v])],
+                         ids=["float", "0-d tensor", "1-element tensor"])  # a CPU tensor: as a float
+def test_bradley_terry_refuses_a_temperature_that_is_not_finite_and_positive(bad, form):
     pos, neg = torch.tensor([0.8, 0.1]), torch.tensor([0.3, 0.4])
-    temperature = torch.tensor(bad) if as_tensor else bad  # a CPU tensor is checked like a float
-    message = f"bradley_terry_loss: temperature must be finite and > 0; got {bad}"
+    message = f"bradley_terry_loss: temperature must be finite and > 0; got {bad}"  # the number, not "tensor(...)"
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
-        qure.bradley_terry_loss(pos, neg, temperature)
+        qure.bradley_terry_loss(pos, neg, form(bad))
 
 
 def test_fill_empty_sets_removes_an_excluded_column_zero():
@@ -312,16 +312,18 @@ def test_fill_empty_sets_removes_an_excluded_column_zero():
 
 
 class _CorpusBlocks(torch.overrides.TorchFunctionMode):
-    """Records the corpus images in each (Q, n_c * T) product that score_corpus builds."""
+    """Records the corpus images in each (Q, n_c * T) product that score_corpus builds; fails at
+    once past `limit` products (chunks far too small would otherwise loop for minutes)."""
 
-    def __init__(self, tokens):
+    def __init__(self, tokens, limit):
         super().__init__()
-        self.tokens, self.images = tokens, []
+        self.tokens, self.limit, self.images = tokens, limit, []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func is torch.Tensor.matmul:
             self.images.append(out.shape[1] // self.tokens)
+            assert len(self.images) <= self.limit, f"more than {self.limit} chunks: {self.images[:3]}..."
         return out
 
 
@@ -334,8 +336,31 @@ def test_score_corpus_default_chunks_fill_a_64_mi_element_budget(q, n, t, d, chu
     # meta tensors: the real shapes, no memory; the product of a chunk is Q x n_c x T elements
     query = torch.empty(q, d, device="meta")
     corpus = torch.empty(n, t, d, device="meta") if t > 1 else torch.empty(n, d, device="meta")
-    with _CorpusBlocks(t) as blocks:
+    with _CorpusBlocks(t, limit=len(chunks)) as blocks:
         out = qure.score_corpus(query, corpus)
     assert out.shape == (q, n)
     assert blocks.images == chunks
     assert max(blocks.images) * q * t <= 64 * 2**20
+
+
+def test_mining_refuses_float_or_bool_columns():
+    scores = torch.tensor([[0.2, 0.9, 0.5, 0.7, 0.1]])
+    for impl in ("reference", "fast"):
+        with pytest.raises(TypeError, match=r"^target_idx must hold integer corpus columns; got dtype torch\.float32$"):
+            qure.mine_hard_negatives(scores, torch.tensor([1.0]), impl=impl)  # never truncated to column 1
+        with pytest.raises(TypeError, match=r"^exclude must hold integer corpus columns; got dtype torch\.bool$"):
+            qure.mine_hard_negatives(scores, torch.tensor([0]), exclude=torch.tensor([True]), impl=impl)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int32])
+def test_mining_takes_corpus_columns_of_any_integer_dtype(dtype):
+    # Scores 0.2 0.9 0.5 0.7 0.1, target col 0, col 2 excluded: ranking 1 3 0 4 -> tail [4] (no drop pair:
+    # the fallback), every other image [1, 3, 4]; k = 300 is past both the corpus and uint8's range.
+    scores = torch.tensor([[0.2, 0.9, 0.5, 0.7, 0.1]])
+    target, exclude = torch.tensor([0], dtype=dtype), torch.tensor([2], dtype=dtype)
+    for impl in ("reference", "fast"):
+        sets = qure.mine_hard_negatives(scores, target, exclude=exclude, impl=impl)
+        assert (sets[0].tolist(), sets.fallback.tolist()) == ([4], [True]), impl
+        assert qure.mine_hard_negatives(scores, target, strategy="top_k", k=300, impl=impl)[0].tolist() == [1, 3, 2, 4]
+        got = qure.mine_hard_negatives(scores, target, strategy="top_k", k=300, exclude=exclude, impl=impl)
+        assert got[0].tolist() == [1, 3, 4], impl
