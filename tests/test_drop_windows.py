@@ -130,3 +130,21 @@ def test_train_config_takes_a_window_as_a_fork_key():
             TrainConfig(window=bad)
     with pytest.raises(ValueError, match="window applies"):
         TrainConfig(strategy="top_k", k=5, window=10)
+
+
+@pytest.mark.parametrize("window", [5, 0.1])
+@pytest.mark.parametrize("rule", ["released", "paper", "scale_free"])
+def test_the_public_fast_path_applies_the_window(window, rule):
+    """qure.mine_hard_negatives hands the window to the batched path: its default (fast) sets equal
+    the oracle's row by row on curves where the window changes H (a mutant that dropped the window
+    there passed every kernel-level parity test, which call the batched path themselves)."""
+    g = torch.Generator().manual_seed(11)
+    scores, target = torch.randn(40, 120, generator=g), torch.randint(0, 120, (40,), generator=g)
+    got = qure.mine_hard_negatives(scores, target, rule=rule, window=window)
+    width = qure.window_size(window, 120)
+    want, flags = oracle.mine(scores, target, strategy="drops", rule=rule, consecutive_threshold=1, k=None,
+                              ratio=None, window=width)
+    unwindowed, _ = oracle.mine(scores, target, strategy="drops", rule=rule, consecutive_threshold=1, k=None,
+                                ratio=None)
+    assert sum(list(w) != list(u) for w, u in zip(want, unwindowed)) > 10  # the window matters on these curves
+    assert [s.tolist() for s in got] == [list(w) for w in want] and got.fallback.tolist() == list(flags)
