@@ -364,3 +364,49 @@ def test_mining_takes_corpus_columns_of_any_integer_dtype(dtype):
         assert qure.mine_hard_negatives(scores, target, strategy="top_k", k=300, impl=impl)[0].tolist() == [1, 3, 2, 4]
         got = qure.mine_hard_negatives(scores, target, strategy="top_k", k=300, exclude=exclude, impl=impl)
         assert got[0].tolist() == [1, 3, 4], impl
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(consecutive_threshold=-1), r"^consecutive_threshold must be an int >= 0; got -1$"),
+    (dict(consecutive_threshold=True), r"^consecutive_threshold must be an int >= 0; got True$"),
+    (dict(strategy="top_k", k=0), r"^k must be an int >= 1 \(or None: no cap\); got k=0$"),
+    (dict(strategy="top_k", k=True), r"^k must be an int >= 1 \(or None: no cap\); got k=True$"),
+    (dict(block_rows=0), r"^block_rows must be an int >= 1; got 0$"),
+    (dict(block_rows=True), r"^block_rows must be an int >= 1; got True$"),
+])
+def test_mining_argument_errors_name_the_argument_and_value(kw, message):
+    scores, target = torch.rand(3, 6), torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match=message):
+        qure.mine_hard_negatives(scores, target, **kw)
+
+
+def test_mining_score_shape_and_type_errors_and_the_smallest_block():
+    target = torch.tensor([0, 0])
+    with pytest.raises(TypeError, match=r"^scores must be floating point; got dtype torch.int64$"):
+        qure.mine_hard_negatives(torch.ones(2, 5, dtype=torch.long), target)
+    with pytest.raises(ValueError, match=r"^scores has 1 corpus column\(s\): a corpus needs the target and at least one"):
+        qure.mine_hard_negatives(torch.ones(2, 1), target)
+    scores = torch.randn(5, 30, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([0, 3, 7, 9, 29])
+    one = qure.mine_hard_negatives(scores, target, block_rows=1)  # one row per block is valid
+    ref = qure.mine_hard_negatives(scores, target, impl="reference")
+    assert [s.tolist() for s in one] == [s.tolist() for s in ref]
+
+
+def test_impl_chooses_the_batched_path_and_passes_its_block_size(monkeypatch):
+    """Both impls give the same sets by design, so only the route tells them apart."""
+    from qurelib import kernels
+
+    calls = []
+    real = kernels.mine_hard_negatives_batched
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["block_rows"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "mine_hard_negatives_batched", spy)
+    scores, target = torch.rand(4, 20), torch.tensor([0, 1, 2, 3])
+    qure.mine_hard_negatives(scores, target, impl="reference")
+    assert calls == []
+    qure.mine_hard_negatives(scores, target, block_rows=3)
+    assert calls == [3]
