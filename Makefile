@@ -156,12 +156,14 @@ clean-runs:
 	rm -rf runs/$(PROFILE) figures/$(PROFILE)
 
 # --- parity with salesforce-lavis, the paper's library, in its own environment -------------------
-# LAVIS 1.0.2 pins transformers < 4.27 (qurelib needs 5.x), imports only with numpy < 2 and
-# pandas < 3, and pulls torch 2.14.1 + torchvision 0.29.1: .venv-lavis (~6.8 GB, ~3 min, built
-# once and reused). LAVIS regenerates tests/fixtures/lavis_tiny from its own modules, then .venv
-# checks qurelib's converter against it (tools/lavis_parity.py, tests/test_lavis.py).
+# LAVIS 1.0.2 pins transformers < 4.27 (qurelib needs 5.x) and imports only with numpy < 2 and
+# pandas < 3: .venv-lavis (~2.3 GB, ~1-3 min, built once and reused). Torch is the CPU wheel on disk
+# (2.13.0) with PyPI's torchvision 0.28.0 beside it; left to itself LAVIS pulls the CUDA build of
+# torch 2.14.1 (6.8 GB, more than some CI machines have free). LAVIS regenerates
+# tests/fixtures/lavis_tiny from its own modules, then .venv checks qurelib's converter against it
+# (tools/lavis_parity.py, tests/test_lavis.py).
 LAVIS_VENV := .venv-lavis
-LAVIS_SPEC := salesforce-lavis==1.0.2 "numpy<2" "pandas<3"
+LAVIS_SPEC := torch==2.13.0 torchvision==0.28.0 salesforce-lavis==1.0.2 "numpy<2" "pandas<3"
 .PHONY: lavis-parity
 
 lavis-parity: venv $(LAVIS_VENV)/.installed
@@ -173,5 +175,6 @@ lavis-parity: venv $(LAVIS_VENV)/.installed
 
 $(LAVIS_VENV)/.installed:
 	test -x $(LAVIS_VENV)/bin/python || $(PYTHON) -m venv $(LAVIS_VENV)
-	$(LAVIS_VENV)/bin/python -m pip install -q $(LAVIS_SPEC)
+	$(LAVIS_VENV)/bin/python -m pip install -q --no-cache-dir torch==2.13.0
+	$(LAVIS_VENV)/bin/python -m pip install -q --no-cache-dir $(LAVIS_SPEC)
 	touch $@
