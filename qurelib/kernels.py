@@ -331,11 +331,13 @@ def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, 
 
     backend: "numpy" (default on CPU) or "torch" (default on CUDA; also runs on CPU).
     workers: threads over row blocks on the numpy backend (numpy releases the GIL in its sorts
-    and array passes); default: torch's intra-op thread count.
+    and array passes), an int >= 1; default (None): torch's intra-op thread count.
     Returns (sets, fallback, undecided): Q int64 column arrays in descending score, (Q,) bool
     fallback flags, and (Q,) bool rows the top-m could not settle (their set is empty and must be
     mined by the reference row function).
     """
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        raise ValueError(f"workers must be an int >= 1 or None; got {workers!r}")
     backend = backend or ("torch" if scores.is_cuda else "numpy")
     xp = _TorchOps if backend == "torch" else _NumpyOps
     q_total = scores.shape[0]
@@ -346,7 +348,7 @@ def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, 
         raise ValueError("rule 'scale_free' needs scale_free=(half_width, eps)")
     args = (strategy, rule, consecutive_threshold, k, ratio, top_m, window, scale_free)
     run = lambda s: _mine_block(xp, backend, scores, target_idx, exclude, s, min(q_total, s + block_rows), *args)
-    workers = workers or (torch.get_num_threads() if backend == "numpy" else 1)
+    workers = workers if workers is not None else (torch.get_num_threads() if backend == "numpy" else 1)
     if workers > 1 and len(starts) > 1:
         with ThreadPoolExecutor(workers) as pool:
             blocks = list(pool.map(run, starts))

@@ -256,7 +256,7 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
     """Hard-negative set of every query (Sec. 3.2 and the Fig. 4 ablations).
 
     Args:
-        scores: (Q, N) relevance scores, finite.
+        scores: (Q, N) relevance scores, finite; any float dtype, mined in float32.
         target_idx: (Q,) int64, each query's target column.
         strategy: "drops" (QuRe), "all" (warm-up), "top_k", "after_target_top_k", or
             "percent_of_positive" (NV-Retriever's TopK-PercPos: the k best images scoring at most
@@ -281,12 +281,17 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
     scores = torch.as_tensor(scores)  # numpy accepted
     if not scores.is_floating_point():
         raise TypeError(f"scores must be floating point; got dtype {scores.dtype}")
-    scores = scores if scores.dtype in (torch.float32, torch.float64) else scores.float()  # bf16 / fp16
+    if scores.dtype == torch.float64:  # both paths mine in float32: refuse what would overflow it
+        over = scores.abs().amax(dim=1) > torch.finfo(torch.float32).max
+        if over.any():
+            raise ValueError(f"scores of query {int(over.nonzero()[0])} exceed float32's range "
+                             f"(|s| > {torch.finfo(torch.float32).max:.3g}), the precision mining runs in")
+    scores = scores.float()  # bf16 / fp16 widen exactly; float64 rounds, as both paths did
     if scores.dim() == 2 and scores.shape[1] < 2:
         raise ValueError(f"scores has {scores.shape[1]} corpus column(s): a corpus needs the target and at "
                          f"least one other image to hold a negative")
     target_idx, exclude = _as_columns(target_idx, "target_idx"), _as_columns(exclude, "exclude")
-    check_scores(scores, target_idx.to(scores.device), None if exclude is None else exclude.to(scores.device))
+    check_scores(scores, target_idx, exclude)  # the indices stay on the CPU, wherever the scores are
     if impl not in ("fast", "reference"):
         raise ValueError(f"unknown impl {impl!r}; expected 'fast' or 'reference'")
     q_total, width = scores.shape[0], window_size(window, scores.shape[1])

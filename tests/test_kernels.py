@@ -281,3 +281,24 @@ def test_cuda_losses_exclusion_and_errors_match_cpu():
     bad[7, 3] = float("nan")
     with pytest.raises(ValueError, match=r"^scores of query 7 contain NaN or inf"):
         qure.mine_hard_negatives(bad.cuda(), target.cuda())
+
+
+def test_batched_sets_are_int64_columns_and_workers_must_be_positive():
+    """The batched path's documented return: int64 column arrays (from the packed-key sort and from
+    the lexsort fallback alike), whatever the worker count; a worker count below 1 is refused."""
+    g = torch.Generator().manual_seed(8)
+    scores, target = torch.randn(9, 50, generator=g), torch.randint(0, 50, (9,), generator=g)
+    kw = dict(strategy="drops", rule="released", consecutive_threshold=1, k=None, ratio=None, exclude=None,
+              block_rows=2)
+    one = kernels.mine_hard_negatives_batched(scores, target, workers=1, **kw)
+    three = kernels.mine_hard_negatives_batched(scores, target, workers=3, **kw)
+    assert [s.dtype for s in one[0]] == [np.dtype(np.int64)] * 9
+    assert [s.tolist() for s in one[0]] == [s.tolist() for s in three[0]]
+    assert one[1].tolist() == three[1].tolist() and one[2].tolist() == three[2].tolist()
+    c = np.array([3, 1, 2], dtype=np.int64)
+    for n_cols in (10, 2 ** 40):  # packed key; rows + columns past 32 bits: lexsort
+        got = kernels._order_members(np.array([0, 0, 1]), c, np.array([0.5, 0.5, 1.0], np.float32), n_cols)
+        assert got.dtype == np.int64 and got.tolist() == [1, 3, 2]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"^workers must be an int >= 1 or None; got {bad!r}$"):
+            kernels.mine_hard_negatives_batched(scores, target, workers=bad, **kw)

@@ -393,6 +393,32 @@ def test_mining_score_shape_and_type_errors_and_the_smallest_block():
     assert [s.tolist() for s in one] == [s.tolist() for s in ref]
 
 
+def test_every_float_dtype_is_mined_as_its_float32_values():
+    """Both paths mine in float32: half-precision scores (a bf16 / fp16 model's output) widen
+    exactly, float64 rounds; each gives the sets of its float32 values, on both paths. Float64
+    scores that would overflow float32 are refused by query rather than mined as inf."""
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(6, 40, generator=g, dtype=torch.float64)
+    scores[0, 5:9] = 0.5 + torch.tensor([0.0, 1e-12, 2e-12, 3e-12], dtype=torch.float64)  # one float32 value
+    target = torch.tensor([0, 3, 7, 9, 20, 39])
+    exclude = torch.tensor([5, -1, 0, -1, 1, 2])
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        s = scores.to(dtype)
+        for impl in ("fast", "reference"):
+            for cfg in ({}, dict(strategy="top_k", k=5)):
+                got = qure.mine_hard_negatives(s, target, exclude=exclude, impl=impl, **cfg)
+                want = qure.mine_hard_negatives(s.float(), target, exclude=exclude, impl="reference", **cfg)
+                assert [x.tolist() for x in got] == [x.tolist() for x in want], (dtype, impl, cfg)
+                assert got.fallback.tolist() == want.fallback.tolist()
+    huge = scores.clone()
+    huge[4, 11] = -1e39  # finite in float64, -inf in float32
+    with pytest.raises(ValueError, match=r"^scores of query 4 exceed float32's range \(\|s\| > 3.4e\+38\)"):
+        qure.mine_hard_negatives(huge, target)
+    huge[4, 11] = float("nan")  # not finite at all: check_scores's message
+    with pytest.raises(ValueError, match=r"^scores of query 4 contain NaN or inf"):
+        qure.mine_hard_negatives(huge, target)
+
+
 def test_impl_chooses_the_batched_path_and_passes_its_block_size(monkeypatch):
     """Both impls give the same sets by design, so only the route tells them apart."""
     from qurelib import kernels
