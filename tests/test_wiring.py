@@ -407,6 +407,48 @@ def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mea
         model.eval()
 
 
+def test_run_epoch_at_world_2_checks_the_batch_and_shards_every_step(world, monkeypatch):
+    """run_epoch's data-parallel branch in one process (tests/test_distributed.py runs it for real
+    over gloo, in spawned processes): rank 1 of 2 refuses a batch the world does not divide, takes
+    its half of each global batch (the last, smaller than the world, whole), sums the gradients of
+    exactly the trainable parameters each step, and sums the loss over ranks once."""
+    from qurelib import distributed
+
+    model, cache = world.model, world.cache
+    data = T.TrainData.build({"dress": replace(world.train, queries=world.train.queries[:5])}, cache)
+    negatives = data.random_negatives(torch.Generator().manual_seed(0))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    losses, summed, reduced = [], [], []
+
+    def fake_loss(model_, data_, cache_, ids, negatives_, loss, gather=False):
+        losses.append((ids.tolist(), gather))
+        return (trainable[0] * 0.0).sum() + 1.0 + len(losses)  # 2, 3, 4: a different loss per step
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    monkeypatch.setattr(distributed, "sum_gradients", lambda params: summed.append(params))
+    monkeypatch.setattr(distributed, "all_reduce_sum", lambda values: reduced.append(values) or [v * 10 for v in values])
+    monkeypatch.setattr(T, "batch_loss", fake_loss)
+    optimizer = torch.optim.SGD(trainable, lr=0.0)
+    try:
+        with pytest.raises(ValueError, match=r"^batch_size=3 does not divide over a world size of 2 processes"):
+            T.run_epoch(model, optimizer, data, cache, negatives,
+                        T.TrainConfig(batch_size=3, device="cpu", progress=False), 0)
+        assert losses == [] and summed == []
+        config = T.TrainConfig(batch_size=4, device="cpu", progress=False)
+        mean = T.run_epoch(model, optimizer, data, cache, negatives, config, 1)
+        order = torch.randperm(5, generator=T._epoch_generator(config.seed, 1, salt=1)).tolist()
+        assert losses == [(order[2:4], True), (order[4:5], False)]  # rank 1's half; the last batch whole
+        assert len(summed) == 2 and all(len(ps) == len(trainable) and all(a is b for a, b in zip(ps, trainable))
+                                        for ps in summed)
+        # this rank's part of sum(loss x queries): 2 x (2/4) x 4 and 3 x (1/2) x 1, summed over ranks (x 10 here)
+        assert len(reduced) == 1 and reduced[0] == [pytest.approx(2 * 0.5 * 4 + 3 * 0.5 * 1)]
+        assert mean == pytest.approx(10 * (2 * 0.5 * 4 + 3 * 0.5 * 1) / 5)
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        model.eval()
+
+
 def test_train_data_build_concatenates_splits_in_order():
     qa = [Query("qa0", "a0", "make red", "a1"), Query("qa1", "a2", "make blue", "a0")]
     qb = [Query("qb0", "b1", "longer", "b0"), Query("qb1", "b0", "shorter", "b1"), Query("qb2", "b0", "x", "b1")]
