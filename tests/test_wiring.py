@@ -135,6 +135,48 @@ def test_info_nce_batch_loss_uses_the_max_over_tokens(world):
     assert abs(loss - by_hand(lambda v: sum(v) / len(v))) > 1e-3  # mean over tokens is another number
 
 
+def test_info_nce_batch_loss_gathered_over_ranks_by_hand(world, monkeypatch):
+    """Data-parallel InfoNCE in one process: as rank 1 of 2, a query's negatives are the targets of
+    the whole global batch (rank 0's rows first, from `distributed.gather_rows_with_grad`) and its
+    label is its own row past rank 0's; checked against scores from pixels (tests/test_distributed.py
+    runs the real gather over gloo)."""
+    from qurelib import distributed
+
+    model, split, cache = world.model, world.train, world.cache
+    data = T.TrainData.build({"dress": split}, cache)
+    rank0, mine = [1, 30], [2, 6]
+    seen = []
+
+    def gather(t):  # rank 0's targets, then this rank's own rows (gradient kept on them)
+        seen.append(t.shape)
+        with torch.no_grad():
+            theirs = model.encode_corpus(image_embeds=cache.embeds[data.target_rows[torch.tensor(rank0)]])
+        return torch.cat([theirs, t]), len(rank0)
+
+    monkeypatch.setattr(distributed, "gather_rows_with_grad", gather)
+    model.eval()
+    with torch.no_grad():
+        loss = float(T.batch_loss(model, data, cache, torch.tensor(mine), None, "info_nce", gather=True))
+        alone = float(T.batch_loss(model, data, cache, torch.tensor(mine), None, "info_nce"))
+        query = [model.encode_query(reference_pixels=model.preprocess([split.load_image(split.queries[i].reference_id)]),
+                                    **model.tokenize([split.queries[i].modification_text]))[0] for i in mine]
+        targets = [model.encode_corpus(model.preprocess([split.load_image(split.queries[i].target_id)]))[0]
+                   for i in rank0 + mine]  # (T, D) each, in global-batch order
+    assert seen == [(len(mine), model.num_query_tokens, targets[0].shape[1])]  # this rank's targets, (B, T, D)
+    tau = float(model.temperature.detach())
+
+    def by_hand(label_offset):
+        total = 0.0
+        for i, qv in enumerate(query):
+            logits = [max(float(torch.dot(qv, tok)) for tok in tgt) / tau for tgt in targets]
+            total += math.log(sum(math.exp(v) for v in logits)) - logits[label_offset + i]
+        return total / len(query)
+
+    assert loss == pytest.approx(by_hand(len(rank0)), rel=1e-4, abs=1e-5)
+    for wrong in (by_hand(0), alone):  # labels without the offset; no gathered negatives
+        assert abs(loss - wrong) > 1e-3
+
+
 def _margin(model, split, cache, negative_local) -> float:
     scores = _direct_scores(model, split, cache)
     rows = torch.arange(len(split.queries))
@@ -375,6 +417,9 @@ def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mea
         return loss
 
     monkeypatch.setattr(T, "batch_loss", recording)
+    amps = []  # the autocast each step asks for (a no-op on CPU; bf16 on CUDA when amp)
+    real_autocast = T.autocast
+    monkeypatch.setattr(T, "autocast", lambda model_, amp: amps.append((model_ is model, amp)) or real_autocast(model_, amp))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.0)  # lr 0: the shared model does not change
     monkeypatch.setattr(optimizer, "step", lambda: steps.append(sum(p.grad is not None for p in params)))
@@ -401,7 +446,12 @@ def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mea
         calls.clear()
         single = T.TrainData.build({"dress": replace(split, queries=split.queries[:1])}, cache)
         config = T.TrainConfig(batch_size=4, device="cpu", progress=False, amp=False)
+        amps.clear()
         assert T.run_epoch(model, optimizer, single, cache, negatives, config, 0) == pytest.approx(calls[0][1])
+        assert amps == [(True, False)]
+        amps.clear()
+        epoch_order()  # amp left at its default
+        assert amps == [(True, True)] * 3
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.eval()
@@ -421,6 +471,8 @@ def test_run_epoch_at_world_2_checks_the_batch_and_shards_every_step(world, monk
     losses, summed, reduced = [], [], []
 
     def fake_loss(model_, data_, cache_, ids, negatives_, loss, gather=False):
+        assert model_ is model and data_ is data and cache_ is cache and negatives_ is negatives
+        assert loss == "bradley_terry"
         losses.append((ids.tolist(), gather))
         return (trainable[0] * 0.0).sum() + 1.0 + len(losses)  # 2, 3, 4: a different loss per step
 
