@@ -414,6 +414,8 @@ def test_every_float_dtype_is_mined_as_its_float32_values():
     huge[4, 11] = -1e39  # finite in float64, -inf in float32
     with pytest.raises(ValueError, match=r"^scores of query 4 exceed float32's range \(\|s\| > 3.4e\+38\)"):
         qure.mine_hard_negatives(huge, target)
+    huge[4, 11] = -torch.finfo(torch.float32).max  # float32's own extreme is mined, not refused
+    assert len(qure.mine_hard_negatives(huge, target)) == 6
     huge[4, 11] = float("nan")  # not finite at all: check_scores's message
     with pytest.raises(ValueError, match=r"^scores of query 4 contain NaN or inf"):
         qure.mine_hard_negatives(huge, target)
