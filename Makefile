@@ -163,7 +163,9 @@ clean-runs:
 # tests/fixtures/lavis_tiny from its own modules, then .venv checks qurelib's converter against it
 # (tools/lavis_parity.py, tests/test_lavis.py).
 LAVIS_VENV := .venv-lavis
-LAVIS_SPEC := torch==2.13.0 torchvision==0.28.0 salesforce-lavis==1.0.2 "numpy<2" "pandas<3"
+# torch first on its own, so pip takes the CPU wheel on disk; LAVIS_SPEC then keeps it
+LAVIS_TORCH := torch==2.13.0
+LAVIS_SPEC := $(LAVIS_TORCH) torchvision==0.28.0 salesforce-lavis==1.0.2 "numpy<2" "pandas<3"
 .PHONY: lavis-parity
 
 lavis-parity: venv $(LAVIS_VENV)/.installed
@@ -175,6 +177,6 @@ lavis-parity: venv $(LAVIS_VENV)/.installed
 
 $(LAVIS_VENV)/.installed:
 	test -x $(LAVIS_VENV)/bin/python || $(PYTHON) -m venv $(LAVIS_VENV)
-	$(LAVIS_VENV)/bin/python -m pip install -q --no-cache-dir torch==2.13.0
+	$(LAVIS_VENV)/bin/python -m pip install -q --no-cache-dir $(LAVIS_TORCH)
 	$(LAVIS_VENV)/bin/python -m pip install -q --no-cache-dir $(LAVIS_SPEC)
 	touch $@
