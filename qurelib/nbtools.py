@@ -1,4 +1,4 @@
-"""Notebook hygiene for maintainers (STYLE rule 9): notebooks in git carry no outputs except the
+"""Notebook hygiene for maintainers: notebooks in git carry no outputs except the
 one summary cell (marked `# NBVAL_CHECK_OUTPUT`) that nbval checks.
 
     python -m qurelib.nbtools strip                  # drop every output but the summary cells'

@@ -13,7 +13,7 @@ Retrieval", ICML 2025 (arXiv 2507.12416). This module is the readable statement 
 | Eqs. 2-3, Bradley-Terry objective     | `bradley_terry_loss`                          |
 | contrastive baseline (CLIP4Cir, SPRC) | `info_nce_loss`                               |
 
-Two readings of Eqs. 6-7 exist (see ../shared/paper/facts.md section 2):
+Two readings of Eqs. 6-7 exist (docs/METHOD.md, sections 4-6):
 - `rule="paper"`: the two steepest drops below the target, whatever their distance.
 - `rule="released"`: the released code's walk over drops ordered steepest first, taking the first
   consecutive pair (1st,2nd), (2nd,3rd), ... whose positions are more than

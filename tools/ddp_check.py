@@ -1,5 +1,5 @@
 """Data-parallel training with the model on CUDA (bf16 autocast), world 1 against world 2, both
-ranks sharing one GPU through gloo (the device check of issue 10; NCCL needs one GPU per rank).
+ranks sharing one GPU through gloo (NCCL needs one GPU per rank).
 
     python tools/ddp_check.py OUT_DIR
 

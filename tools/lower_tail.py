@@ -1,4 +1,4 @@
-"""Why the widest gaps of the score curve sit at the bottom (issue 11), measured on a study's data
+"""Why the widest gaps of the score curve sit at the bottom, measured on a study's data
 with one of its trained models; prints numbers, writes nothing.
 
     .venv/bin/python tools/lower_tail.py --params params/default.yaml --model warmup_only

@@ -1,7 +1,7 @@
 """One schema for every CIR dataset: `Query`, `CIRSplit`, `DatasetError` and strict JSON helpers.
 
 Every loader (FashionIQ, CIRR, CIRCO, HP-FashionIQ, Fashion-Shapes) adapts its files into these
-types, so scoring, mining, training and metrics never branch on the dataset (STYLE rule 10).
+types, so scoring, mining, training and metrics never branch on the dataset.
 Errors name the file, the field and the expected layout, and point at the README's dataset section.
 """
 

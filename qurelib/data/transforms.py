@@ -2,7 +2,7 @@
 
 QuRe (like CLIP4Cir) preprocesses every split, training included, with
 `targetpad_transform(1.25, 224)`: TargetPad -> Resize(224, bicubic) -> CenterCrop(224) -> RGB ->
-ToTensor -> Normalize(CLIP mean/std); no augmentation (facts.md Sec. 2, "Image preprocessing").
+ToTensor -> Normalize(CLIP mean/std); no augmentation (docs/METHOD.md, section 10).
 This module reproduces it with PIL + numpy + torch at any size (224 for BLIP-2, 64 for the tiny
 preset). Images are converted to RGB first instead of last; for RGB, L and RGBA inputs the padding
 is black either way.

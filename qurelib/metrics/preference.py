@@ -104,5 +104,4 @@ def simulated_preference_rate(scores_a: Tensorish, scores_b: Tensorish, relevanc
     return {"rate": rate, "n_judged": n, "n_indifferent": items["n_indifferent"]}
 
 
-# At the bottom: qurelib.metrics re-exports this module from its own last lines, so either module
-# may be imported first.
+# qurelib.metrics re-exports this module beside qurelib.metrics.retrieval; neither imports the other.

@@ -158,7 +158,7 @@ def cirr_metrics(scores: Tensorish, target_idx: Tensorish, reference_idx: Tensor
 
 def cirr_submission(scores: Tensorish, pair_ids: Sequence, corpus_ids: Sequence[str],
                     reference_idx: Tensorish, group_idx: Tensorish) -> tuple[dict, dict]:
-    """The two CIRR test-server files (facts.md §5): top-50 recall and top-3 recall_subset.
+    """The two CIRR test-server files (docs/METRICS.md §3): top-50 recall and top-3 recall_subset.
 
     scores: (Q, N); pair_ids: Q pairids; corpus_ids: N image names; reference_idx: (Q,) long
     (removed from both rankings); group_idx: (Q, M) img_set members' columns, reference included.
@@ -223,7 +223,7 @@ def circo_map_at_k(scores: Tensorish, positives: Sequence[Sequence[int]],
 
 
 def circo_submission(scores: Tensorish, query_ids: Sequence, corpus_ids: Sequence, k: int = 50) -> dict:
-    """CIRCO server file: {"<query id>": [top-k corpus ids]} (facts.md §5), no duplicates.
+    """CIRCO server file: {"<query id>": [top-k corpus ids]} (docs/METRICS.md §4), no duplicates.
 
     scores: (Q, N), with any column to leave out already at -inf (see `mask_columns`).
     """
@@ -321,5 +321,5 @@ def first_false_negative_rank(scores: Tensorish, target_idx: Tensorish,
     return {"rank": rank, "target_rank": target_rank, "relative": relative, **summary}
 
 
-# ----------------------------------------------------------------------------- preference (HP-FashionIQ)
-# In qurelib.metrics_preference; re-exported so every metric is reachable as metrics.<name>.
+# The preference metrics (HP-FashionIQ) are in qurelib.metrics.preference; qurelib.metrics re-exports
+# both modules, so every metric is reachable as metrics.<name>.

@@ -270,7 +270,7 @@ def lavis_blip2_config(state: dict[str, torch.Tensor], *, vision_heads: int | No
         encoder_hidden_size=width, layer_norm_eps=QFORMER_LAYER_NORM_EPS,
         max_position_embeddings=_need(state, "Qformer.bert.embeddings.position_embeddings.weight",
                                       source, 2).shape[0],
-        use_qformer_text_input=True)  # without it text tokens have no FFN (DESIGN.md)
+        use_qformer_text_input=True)  # without it text tokens have no FFN (docs/ENVIRONMENT.md §3)
     query_tokens = _need(state, "query_tokens", source, 3)                     # (1, T, H)
     projection = _need(state, "vision_proj.weight", source, 2)                 # (D, H)
     return Blip2Config(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
@@ -371,7 +371,7 @@ def lavis_tokenizer(directory: str | os.PathLike | None = None, *, checkpoint: s
             f"    hf download google-bert/bert-base-uncased vocab.txt tokenizer_config.json --local-dir DIR\n"
             f"then export {BERT_DIR_ENV}=DIR (or put DIR as 'bert-base-uncased/' beside the checkpoint).")
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
-    # transformers 5 can map every token to [UNK] when a vocabulary is read wrongly (DESIGN.md)
+    # transformers 5 can map every token to [UNK] when a vocabulary is read wrongly (docs/ENVIRONMENT.md §3)
     if len({tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id}) < 3:
         raise ModelLoadError(f"load_model: the tokenizer read from {places} maps [CLS]/[SEP] to [UNK]")
     return HFTokenizer(tokenizer)

@@ -1,6 +1,6 @@
 """The CIR scorer of QuRe: BLIP-2's Q-Former on transformers' `Blip2ForImageTextRetrieval`.
 
-Mirrors the released `blip2_qure.py` (facts.md section 2, "Model"):
+Mirrors the released `blip2_qure.py` (docs/METHOD.md, section 9):
 
 1. `encode_image`: the (frozen) ViT, fp16 under autocast on CUDA. It returns the encoder output
    *before* BLIP-2's vision layer-norm (`ln_vision`, here `vision_model.post_layernorm`) because

@@ -187,7 +187,7 @@ def pretrain_tiny(data_root, out_dir, *, epochs: int = DEFAULTS["epochs"],
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: python -m qurelib.pretrain --data DIR --out DIR [--epochs N] [--force]."""
+    """CLI: python -m qurelib.model.pretrain --data DIR --out DIR [--epochs N] [--force]."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="Fashion-Shapes root (make_fashion_shapes output)")
     parser.add_argument("--out", required=True, help="checkpoint directory (reused unless --force)")

@@ -5,7 +5,7 @@
   before its BERT tokenizer.
 * `WordTokenizer` is the tiny preset's word-level tokenizer over a fixed word list (Fashion-Shapes'
   `VOCABULARY`): no download, no sub-words, and no silent [UNK] for a vocabulary word (a
-  transformers 5 `BertTokenizer(vocab_file=...)` can map every token to [UNK]; see DESIGN.md).
+  transformers 5 `BertTokenizer(vocab_file=...)` can map every token to [UNK]; docs/ENVIRONMENT.md).
 * `HFTokenizer` adapts a transformers tokenizer (real BLIP-2 weights ship a BERT one).
 
 Both return `{"input_ids": (B, L) long, "attention_mask": (B, L) long}` with [CLS] first (the
