@@ -1,7 +1,9 @@
 """The package's shape: imports go downward (no cycles), no module reaches into another's private
-names, and qurelib imports sit at the top of their file."""
+names, and qurelib imports sit at the top of their file. The repository's shape: nothing in it
+refers to a file outside it or to an issue number users cannot look up."""
 
 import ast
+import re
 from pathlib import Path
 
 import qurelib
@@ -103,3 +105,81 @@ def test_the_checks_can_fail():
     finally:
         for key in fake:
             MODULES.pop(key)
+
+
+# --- the repository stands alone: no pointer to files outside it, no private issue numbers ---------
+REPO = ROOT.parent
+# What a clone must be self-contained in: every text file of these folders, and these files.
+SELF_CONTAINED_DIRS = ("qurelib", "params", "notebooks", "docs", "tools", "tests")
+SELF_CONTAINED_FILES = ("README.md", "Makefile", "data/README.md", ".ci/run", "pyproject.toml", "environment.yml")
+TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".ipynb", ".toml", ".cfg", ".txt", ".json"}
+SKIP_DIRS = {"__pycache__", "fixtures", ".ipynb_checkpoints"}  # fixtures: test data, not prose
+# Each pattern names one kind of reference a user who clones the repository cannot follow. They are
+# written so that this file does not match itself (`\.` and character classes break the literals).
+OUTSIDE_REFERENCES = {
+    "a path above the repository": r"\.\.[/\\]shared\b|\bparent\s*/\s*[\"']shared[\"']",
+    "the development machine's paths": r"(?<![\w.~-])/wor[k]/",
+    "the project's shared folder": r"(?<![\w-])shared/(?:paper|data|hooks)/",
+    "a design or notes file outside the repository":
+        r"\b(?:DESIGN|STYLE)\.md\b|\bfacts\.md\b|\bseed-summary\.md\b|\blavis-weights\.md\b|\bSTYLE rules? \d",
+    # the word issue (issues, Issue) followed by a number, with or without "#", also when the number
+    # wraps onto the next (comment) line; a public tracker's issue is fine with its URL on the same
+    # line (github.com/<owner>/<repo>/issues/<number>).
+    "an issue number of a tracker users cannot see": r"(?<![\w/])[Ii]ssues?(?:[ \t]+|[ \t]*\n[ \t#*>-]*)#?\d+\b",
+}
+
+
+def self_contained_files(repo: Path = REPO) -> list[Path]:
+    files = [repo / name for name in SELF_CONTAINED_FILES if (repo / name).is_file()]
+    for folder in SELF_CONTAINED_DIRS:
+        files += [p for p in sorted((repo / folder).rglob("*"))
+                  if p.is_file() and p.suffix in TEXT_SUFFIXES
+                  and not SKIP_DIRS & set(p.relative_to(repo).parts)]
+    return files
+
+
+def outside_references(files, repo: Path = REPO) -> list[str]:
+    """"path:line: kind: 'text'" for every match of OUTSIDE_REFERENCES in `files`."""
+    found = []
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for kind, pattern in OUTSIDE_REFERENCES.items():
+            for match in re.finditer(pattern, text):
+                start = text.rfind("\n", 0, match.start()) + 1
+                line = text[start:text.find("\n", match.end()) % (len(text) + 1)]
+                if "issue" in kind and "github.com/" in line:
+                    continue
+                lineno = text.count("\n", 0, match.start()) + 1
+                found.append(f"{path.relative_to(repo)}:{lineno}: {kind}: {match.group(0)!r}")
+    return found
+
+
+def test_the_repository_refers_to_nothing_outside_it():
+    """Code, parameters, notebooks, docs, tools and tests cite docs/ (METHOD, METRICS, DATASETS,
+    ENVIRONMENT, LAVIS), never a file beside the repository or an issue number users cannot look up."""
+    files = self_contained_files()
+    assert any(p.name == "qure.py" for p in files) and any(p.suffix == ".ipynb" for p in files)
+    found = outside_references(files)
+    assert not found, "references a clone cannot follow (cite docs/ instead):\n" + "\n".join(found)
+
+
+def test_the_outside_reference_check_can_fail(tmp_path):
+    """Each kind of reference is caught in a planted file; legitimate look-alikes are not."""
+    # built from pieces, so that this file never holds the references it forbids
+    up, shared, issue, style = "..", "sha" + "red", "iss" + "ue", "STY" + "LE"
+    planted = {
+        "a.py": f'"""See {up}/{shared}/paper/facts{"."}md section 2."""\nRELEASED = ROOT.parent / "{shared}" / "x"\n',
+        "b.md": f"Beyond the paper ({issue} 11), and {issue}s 14 and 15.\n# wrapped: the {issue}\n# 10 check\n",
+        "c.yaml": f"# (DESIGN{'.'}md) and /wo{'r'}k/main/x and {style} rule 3\n",
+    }
+    for name, text in planted.items():
+        (tmp_path / name).write_text(text)
+    clean = tmp_path / "clean.md"
+    clean.write_text(f"Tissue 3, {issue}s/12 and a public one: https://github.com/o/r/{issue}s/5 ({issue} #5).\n"
+                     f"docs/METHOD.md, section 2; network/work/x; shared weights; data/generated/.\n")
+    found = outside_references(sorted(tmp_path.iterdir()), tmp_path)
+    by_file = {name: [f for f in found if f.startswith(name + ":")] for name in [*planted, "clean.md"]}
+    assert len(by_file["a.py"]) == 4  # the path above the repository, the notes file, the folder, .parent
+    assert [f.split(":")[1] for f in by_file["b.md"]] == ["1", "1", "2"]
+    assert len(by_file["c.yaml"]) == 3
+    assert by_file["clean.md"] == [], by_file["clean.md"]
