@@ -177,14 +177,16 @@ class MultiNegativeSampler:
                 "m": self.m, "short_counts": list(self.short_counts)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`; a `NegativeSampler` state (no "m") loads into m = 1, so a
+        checkpoint of the one-negative sampler resumes here with the same future draws."""
         if len(state["cursor"]) != len(self._cursor) or len(state["perm"]) != len(self._perm):
             raise ValueError("sampler state does not match these hard-negative sets")
-        if state["m"] != self.m:
-            raise ValueError(f"sampler state was drawn with m={state['m']}, this sampler has m={self.m}")
+        if state.get("m", 1) != self.m:
+            raise ValueError(f"sampler state was drawn with m={state.get('m', 1)}, this sampler has m={self.m}")
         self._rng.bit_generator.state = state["rng"]
         self._perm = np.asarray(state["perm"]).copy()
         self._cursor = np.asarray(state["cursor"]).copy()
-        self.short_counts = list(state["short_counts"])
+        self.short_counts = list(state.get("short_counts", []))
 
 
 # --- in-batch plus hard negatives -----------------------------------------------------------------

@@ -116,6 +116,19 @@ def test_m1_draws_exactly_what_negative_sampler_draws(seed):
     assert ours.short_counts == [0] * 40
 
 
+def test_a_negative_sampler_checkpoint_resumes_as_m1():
+    sets = random_sets(5)
+    old = qure.NegativeSampler(sets, seed=5)
+    for _ in range(9):
+        old.sample()
+    new = obj.MultiNegativeSampler(sets, 1, seed=0)
+    new.load_state_dict(old.state_dict())
+    for _ in range(20):
+        assert torch.equal(new.sample()[0][:, 0], old.sample())
+    with pytest.raises(ValueError, match="drawn with m=1, this sampler has m=2"):
+        obj.MultiNegativeSampler(sets, 2).load_state_dict(old.state_dict())
+
+
 def test_draws_are_distinct_within_a_cycle_then_refill():
     sets = sets_of([10, 11, 12, 13, 14, 15, 16], [20, 21, 22], [30, 31, 32, 33, 34, 35], [40, 41, 42, 43])
     sampler = obj.MultiNegativeSampler(sets, 3, seed=4)
