@@ -366,3 +366,167 @@ def plot_curve_tiers(curves: list[dict], title: str = "") -> tuple[Figure, list[
     if title:
         fig.suptitle(title, fontsize=12)
     return fig, table
+
+
+# --- the drop lab (notebook 07): one built curve, and the smoothness sweep ---------------------------
+RULE_LABELS = {"drops/released": "drops, released", "drops/paper": "drops, paper",
+               "drops/released@0.02": "drops, 2 % window", "drops/released@0.05": "drops, 5 % window",
+               "drops/scale_free": "scale-free drops", "top_k": "top-k", "after_target_top_k": "after-target top-k",
+               "percent_of_positive": "TopK-PercPos"}
+# (colour, line style, marker) per rule: the drop rules solid, the top-k family dashed
+RULE_STYLES = {"drops/released": ("#d73027", "-", "o"), "drops/paper": ("#e08214", "-", "s"),
+               "drops/released@0.02": ("#1a9850", "-", "^"), "drops/released@0.05": ("#01665e", "-", "v"),
+               "drops/scale_free": ("#4575b4", "-", "D"), "top_k": ("#333333", "--", "x"),
+               "after_target_top_k": ("#888888", "--", "+"), "percent_of_positive": ("#984ea3", "--", "*")}
+LAB_TIER_COLOURS = {0: "#d73027", 1: "#fc8d59", 2: "#91bfdb", 3: "#313695"}  # positives, near misses, bulk, tail
+
+
+def rule_label(spec: str) -> str:
+    """A reader's name for an audit spec ("drops/released@0.02" -> "drops, 2 % window")."""
+    return RULE_LABELS.get(spec, spec)
+
+
+def _regime_spans(ratios: np.ndarray) -> list[tuple[float, float]]:
+    """(left, right) of each swept r on a log axis: halfway (geometrically) to its neighbours."""
+    edges = np.sqrt(ratios[:-1] * ratios[1:])
+    left = np.concatenate([[ratios[0] / np.sqrt(ratios[1] / ratios[0])], edges])
+    right = np.concatenate([edges, [ratios[-1] * np.sqrt(ratios[-1] / ratios[-2])]])
+    return list(zip(left.tolist(), right.tolist()))
+
+
+def plot_smoothness_sweep(rows: list[dict], rate: float = 0.8, clean_fn: float = 1.0,
+                          title: str = "") -> tuple[Figure, list[dict]]:
+    """Each rule's success against r (the cliff around the near-miss tier over the bulk's local
+    spacing), one column per curve setting: the share of curves whose H is the tier, the share of H
+    that is near misses, the false-negative rate of H, and a strip per rule marking where it works
+    (dark: H is the tier on >= `rate` of the curves; light: >= `rate` of H near misses on average
+    with at most `clean_fn` % false negatives, i.e. a clean part of the tier).
+
+    rows: `anatomy.smoothness_sweep` rows. Returns the figure and the rows plotted.
+    """
+    settings = list(dict.fromkeys(row["setting"] for row in rows))
+    rules = list(dict.fromkeys(row["rule"] for row in rows))
+    fig = InlineFigure(figsize=(5.4 * len(settings), 10.5), layout="constrained")
+    grid = fig.add_gridspec(4, len(settings), height_ratios=(1, 1, 0.8, 0.11 * len(rules) + 0.2))
+    panels = (("hit_rate", "H is the tier\n(share of curves)", 1.0),
+              ("near_share", "near misses in H\n(mean share)", 1.0), ("fn_rate", "false negatives in H (%)", None))
+    for c, setting in enumerate(settings):
+        mine = [row for row in rows if row["setting"] == setting]
+        axes = [fig.add_subplot(grid[i, c]) for i in range(4)]
+        for spec in rules:
+            colour, style, marker = RULE_STYLES.get(spec, ("#000000", ":", "."))
+            line = sorted((row for row in mine if row["rule"] == spec), key=lambda row: row["cliff_ratio"])
+            r = np.array([row["cliff_ratio"] for row in line])
+            for ax, (key, _, _) in zip(axes, panels):
+                ax.plot(r, [row[key] for row in line], color=colour, ls=style, marker=marker, ms=4, lw=1.4,
+                        label=rule_label(spec))
+            y = len(rules) - 1 - rules.index(spec)
+            alphas = [1.0 if row["hit_rate"] >= rate else 0.3 if row["near_share"] >= rate and row["fn_rate"] <= clean_fn
+                      else 0.0 for row in line]
+            spans = _regime_spans(r)
+            for i, alpha in enumerate(alphas):  # one span per run of equal shading (no seams)
+                if alpha and (i == 0 or alphas[i - 1] != alpha):
+                    end = next((j for j in range(i, len(alphas)) if alphas[j] != alpha), len(alphas)) - 1
+                    axes[3].axvspan(spans[i][0], spans[end][1], ymin=(y + 0.1) / len(rules),
+                                    ymax=(y + 0.9) / len(rules), color=colour, alpha=alpha, lw=0)
+            if not any(alphas):  # say why a rule never works
+                fn = max(row["fn_rate"] for row in line)
+                axes[3].text(np.sqrt(r[0] * r[-1]), y + 0.5, "nowhere" + (f" ({fn:.0f} % false negatives)" if
+                             fn > clean_fn else ""), ha="center", va="center", fontsize=8, color=colour)
+        for ax, (_, label, top) in zip(axes, panels):
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3, which="both")
+            ax.set_ylabel(label if c == 0 else "", fontsize=10)
+            if top is not None:
+                ax.set_ylim(-0.03, 1.03)
+                ax.axhline(rate, color="black", lw=0.8, ls=":")
+            ax.tick_params(labelbottom=False)
+        axes[0].set_title(setting, fontsize=11)
+        axes[3].set_xscale("log")
+        axes[3].set_xlim(*axes[0].get_xlim())
+        axes[3].set_ylim(0, len(rules))
+        axes[3].set_yticks(np.arange(len(rules)) + 0.5, [rule_label(s) for s in reversed(rules)] if c == 0 else [],
+                           fontsize=9)
+        axes[3].set_axisbelow(True)
+        axes[3].grid(axis="x", alpha=0.3)
+        axes[3].set_xlabel("r: cliff around the near-miss tier / the bulk's local gap (log)")
+        if c == 0:
+            axes[3].set_title(f"where each rule works (dark: H is the tier on >= {rate:.0%} of the curves; light: "
+                              f"H >= {rate:.0%} near misses, <= {clean_fn:g} % false negatives)", fontsize=9,
+                              loc="left")
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 8), fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return fig, list(rows)
+
+
+def _lab_panel(fig, cell, ranks_shown: int, curve: dict, sets: dict, counts: dict | None) -> None:
+    """One column of `plot_drop_lab`: the first `ranks_shown` ranks of the curve by tier, and
+    under it the H of every rule (with its counts on the right when `counts` is given)."""
+    inner = cell.subgridspec(2, 1, height_ratios=(2.2, 0.3 + 0.28 * len(sets)), hspace=0.05)
+    top, bottom = fig.add_subplot(inner[0]), None
+    bottom = fig.add_subplot(inner[1], sharex=top)
+    row = np.asarray(curve["scores"], dtype=np.float64)
+    order = _ranking(row)
+    rank_of = np.empty(len(row), dtype=np.int64)
+    rank_of[order] = np.arange(len(row))
+    shown = np.arange(min(ranks_shown, len(row)))
+    tiers = np.asarray(curve["tiers"])[order][shown]
+    top.plot(shown, row[order][shown], color="#bbbbbb", lw=1, zorder=1)
+    names = curve.get("tier_names", {})
+    for tier in sorted(set(tiers.tolist())):
+        at = shown[tiers == tier]
+        top.scatter(at, row[order][at], s=10 if len(shown) < 300 else 4, color=LAB_TIER_COLOURS.get(int(tier), "k"),
+                    zorder=2, label=f"{names.get(tier, tier)} ({int((np.asarray(curve['tiers']) == tier).sum())})")
+    t = int(rank_of[curve["target"]])
+    top.plot([t], [row[curve["target"]]], marker="*", ms=14, color="#1a9850", mec="black", ls="none", zorder=3,
+             label="target")
+    top.set_ylabel("relevance score")
+    top.tick_params(labelbottom=False)
+    top.legend(fontsize=8, loc="upper right")
+    for y, spec in enumerate(sets):
+        members = np.sort(rank_of[np.asarray(sets[spec], dtype=np.int64)])
+        members = members[members < len(shown)]
+        colour = RULE_STYLES.get(spec, ("#fdae61",))[0]
+        if len(members):
+            bottom.broken_barh([(m - 0.5, 1) for m in members], (y - 0.35, 0.7), color=colour)
+        fn = np.sort(rank_of[[c for c in np.asarray(sets[spec], dtype=np.int64) if curve["tiers"][c] == 0]])
+        fn = fn[fn < len(shown)]
+        if len(fn):  # the true positives in H: its false negatives
+            bottom.plot(fn, np.full(len(fn), y), "x", color=LAB_TIER_COLOURS[0], mew=2, ms=7,
+                        label="false negative in H" if not bottom.get_legend_handles_labels()[0] else None)
+        if counts is not None:
+            c = counts[spec]
+            bottom.text(1.01, y, f"|H| {c['size']}: {c['near']} near, {c['fn']} FN", fontsize=8, va="center",
+                        transform=bottom.get_yaxis_transform())
+    bottom.set_yticks(range(len(sets)), [rule_label(s) for s in sets], fontsize=9)
+    bottom.set_ylim(len(sets) - 0.5, -0.5)
+    bottom.set_xlim(-0.01 * len(shown), 1.01 * len(shown))
+    bottom.set_xlabel("rank (0 = the best-scoring image)")
+    bottom.grid(axis="x", alpha=0.3)
+
+
+def plot_drop_lab(curve: dict, sets: dict, counts: dict, zoom: int = 100, title: str = "") -> tuple[Figure, list[dict]]:
+    """One built curve (`anatomy.ratio_curve`) and where each rule's H falls on it: the top `zoom`
+    ranks (left) and the whole curve (right), coloured by tier, with every rule's H as bars below
+    and its size, near misses and false negatives on the right.
+
+    curve: a ratio_curve dict; sets: {spec: corpus columns of H}; counts: {spec: {"size", "near",
+    "fn"}}. Returns the figure and one row per image (rank, column, score, tier, and per rule
+    whether it is in H).
+    """
+    fig = InlineFigure(figsize=(14, 4.2 + 0.28 * len(sets)), layout="constrained")
+    grid = fig.add_gridspec(1, 2, width_ratios=(1, 1.25))
+    _lab_panel(fig, grid[0], zoom, curve, sets, None)
+    _lab_panel(fig, grid[1], len(curve["scores"]), curve, sets, counts)
+    fig.axes[0].set_title(f"the top {min(zoom, len(curve['scores']))} ranks", fontsize=10)
+    fig.axes[2].set_title(f"the whole curve ({len(curve['scores'])} images)", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    row = np.asarray(curve["scores"], dtype=np.float64)
+    members = {spec: set(np.asarray(cols).tolist()) for spec, cols in sets.items()}
+    table = [{"rank": rank, "column": int(col), "score": float(row[col]), "tier": int(curve["tiers"][col]),
+              **{f"in H: {spec}": int(col) in members[spec] for spec in sets}}
+             for rank, col in enumerate(_ranking(row).tolist())]
+    return fig, table
