@@ -6,10 +6,15 @@ garment (colour, pattern, sleeves, length); nuisance factors change everything e
 scale, rotation, shade, background, noise, pattern phase), so many images share one attribute
 combination. Drawing is a pure function of (category, attributes, nuisance): same inputs, same
 bytes.
+
+`render_image` draws the discrete attributes; `render_continuous` draws the continuous variant's
+(hue in degrees; sleeve length, hem length and dot density as fractions), both through
+`render_garment`.
 """
 
 from __future__ import annotations
 
+import colorsys
 import math
 from collections.abc import Mapping
 
@@ -28,6 +33,13 @@ HEMS = {"dress": {"cropped": 0.55, "regular": 0.8, "long": 1.05},
         "toptee": {"cropped": 0.42, "regular": 0.62, "long": 0.82}}
 SLEEVE_LENGTH = {"sleeveless": 0.0, "short": 0.17, "long": 0.55}
 _SPAN = 0.85 / 1.25  # the widest garment (1.25 units, long sleeves) spans 85% of the side
+
+# The continuous variant (synthetic_continuous.py): attribute fractions in [0, 1] -> drawing.
+HEM_RANGE = {"dress": (0.5, 1.08), "shirt": (0.38, 0.86), "toptee": (0.38, 0.86)}  # length 0 -> 1
+SLEEVE_RANGE = 0.6  # sleeve length (garment units) at sleeves = 1; 0 = sleeveless
+DOT_PERIOD = (30.0, 9.0)  # dot spacing (supersampled px) at density 0 and 1, geometric in between
+DOT_RADIUS = 2.4  # supersampled px
+HUE_SATURATION, HUE_VALUE = 0.75, 0.82  # HSV of the fabric; the hue is the attribute
 
 
 def sample_nuisance(rng: np.random.Generator) -> dict:
@@ -99,10 +111,9 @@ def _pattern_mask(pattern: str, phase) -> np.ndarray:
     return _TILES[pattern][py:py + _S, px:px + _S]
 
 
-def _garment_mask(category: str, attributes: Mapping, nuisance: Mapping) -> Image.Image:
-    """Anti-aliasable 'L' mask of the silhouette at 2x, neckline cut for the toptee."""
-    hem = HEMS[category][attributes["length"]]
-    sleeve = SLEEVE_LENGTH[attributes["sleeves"]]
+def _garment_mask(category: str, hem: float, sleeve: float, nuisance: Mapping) -> Image.Image:
+    """Anti-aliasable 'L' mask of the silhouette at 2x, neckline cut for the toptee (hem and sleeve
+    length in garment units)."""
     mask = Image.new("L", (_S, _S), 0)
     draw = ImageDraw.Draw(mask)
     draw.polygon(_to_pixels(_body(category, hem), nuisance, hem), fill=255)
@@ -116,10 +127,9 @@ def _garment_mask(category: str, attributes: Mapping, nuisance: Mapping) -> Imag
     return mask
 
 
-def _details(img: Image.Image, category: str, attributes: Mapping, nuisance: Mapping,
+def _details(img: Image.Image, category: str, hem: float, nuisance: Mapping,
              dark: tuple[int, ...]) -> None:
     """Category cues drawn over the fabric: shirt collar and button placket, dress waistband."""
-    hem = HEMS[category][attributes["length"]]
     draw = ImageDraw.Draw(img)
     if category == "shirt":
         draw.polygon(_to_pixels([(-0.09, -0.04), (0.09, -0.04), (0.0, 0.1)], nuisance, hem),
@@ -130,19 +140,58 @@ def _details(img: Image.Image, category: str, attributes: Mapping, nuisance: Map
         draw.line(_to_pixels([(-0.14, waist), (0.14, waist)], nuisance, hem), fill=dark, width=4)
 
 
+def render_garment(category: str, hem: float, sleeve: float, base: np.ndarray, marks: np.ndarray,
+                   mark_colour: np.ndarray, nuisance: Mapping) -> Image.Image:
+    """The 64x64 RGB image of a garment from drawing quantities (both variants draw through it).
+
+    hem, sleeve: lengths in garment units (sleeve 0 = none); base: (3,) fabric colour, shade
+    applied; marks: (S, S) bool pattern marks; mark_colour: (3,) colour of the marks.
+    """
+    fabric = np.where(marks[..., None], mark_colour, base)  # (S, S, 3)
+    background = np.array(nuisance["background"], dtype=np.float32)
+    alpha = np.asarray(_garment_mask(category, hem, sleeve, nuisance), dtype=np.float32)[..., None]
+    canvas = fabric * (alpha / 255) + background * (1 - alpha / 255)  # (S, S, 3)
+    img = Image.fromarray(canvas.round().astype(np.uint8), "RGB")
+    _details(img, category, hem, nuisance, tuple(int(v) for v in base * 0.35))
+    small = np.asarray(img.resize((SIZE, SIZE), Image.Resampling.BOX), dtype=np.float32)
+    noise = np.random.default_rng(nuisance["noise_seed"]).normal(0, nuisance["noise"], small.shape)
+    return Image.fromarray(np.clip(small + noise, 0, 255).round().astype(np.uint8), "RGB")
+
+
 def render_image(category: str, attributes: Mapping, nuisance: Mapping) -> Image.Image:
-    """The 64x64 RGB image of a garment (see module docstring)."""
+    """The 64x64 RGB image of a garment with discrete attributes (see module docstring)."""
     base = np.array(COLOURS[attributes["colour"]], dtype=np.float32) * nuisance["shade"]
     base = np.clip(base, 0, 255)
     marks = {"striped": np.clip(base * 0.3 + 0.7 * 255, 0, 255), "dotted": np.full(3, 250.0),
              "checked": base * 0.35}.get(attributes["pattern"], base)
-    fabric = np.where(_pattern_mask(attributes["pattern"], nuisance["phase"])[..., None],
-                      marks, base)  # (S, S, 3)
-    background = np.array(nuisance["background"], dtype=np.float32)
-    alpha = np.asarray(_garment_mask(category, attributes, nuisance), dtype=np.float32)[..., None]
-    canvas = fabric * (alpha / 255) + background * (1 - alpha / 255)  # (S, S, 3)
-    img = Image.fromarray(canvas.round().astype(np.uint8), "RGB")
-    _details(img, category, attributes, nuisance, tuple(int(v) for v in base * 0.35))
-    small = np.asarray(img.resize((SIZE, SIZE), Image.Resampling.BOX), dtype=np.float32)
-    noise = np.random.default_rng(nuisance["noise_seed"]).normal(0, nuisance["noise"], small.shape)
-    return Image.fromarray(np.clip(small + noise, 0, 255).round().astype(np.uint8), "RGB")
+    return render_garment(category, HEMS[category][attributes["length"]],
+                          SLEEVE_LENGTH[attributes["sleeves"]], base,
+                          _pattern_mask(attributes["pattern"], nuisance["phase"]), marks, nuisance)
+
+
+_AXIS = np.arange(_S, dtype=np.float64)  # supersampled pixel coordinates
+
+
+def hue_colour(hue: float) -> np.ndarray:
+    """(3,) float32 RGB (0..255) of a hue in degrees at the fixed saturation and value."""
+    return np.array(colorsys.hsv_to_rgb((hue % 360) / 360, HUE_SATURATION, HUE_VALUE),
+                    dtype=np.float32) * 255
+
+
+def dot_mask(density: float, phase) -> np.ndarray:
+    """Boolean (S, S) polka dots whose spacing shrinks geometrically with `density` in [0, 1]."""
+    period = DOT_PERIOD[0] * (DOT_PERIOD[1] / DOT_PERIOD[0]) ** density
+    dx = (_AXIS + phase[0]) % period - period / 2  # (S,) along x
+    dy = (_AXIS + phase[1]) % period - period / 2  # (S,) along y
+    return dy[:, None] ** 2 + dx[None, :] ** 2 < DOT_RADIUS ** 2
+
+
+def render_continuous(category: str, attributes: Mapping, nuisance: Mapping) -> Image.Image:
+    """The 64x64 RGB image of a garment with continuous attributes: "hue" (degrees), "sleeves",
+    "length" and "density" (fractions in [0, 1]); nuisance as `sample_nuisance` draws it."""
+    base = np.clip(hue_colour(attributes["hue"]) * nuisance["shade"], 0, 255)
+    lo, hi = HEM_RANGE[category]
+    return render_garment(category, lo + (hi - lo) * attributes["length"],
+                          SLEEVE_RANGE * attributes["sleeves"], base,
+                          dot_mask(attributes["density"], nuisance["phase"]), np.full(3, 250.0),
+                          nuisance)
