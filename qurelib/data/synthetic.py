@@ -20,7 +20,7 @@ Sizes (per category; both splits alike):
            queries. ~480 images in all, generated in ~1.5 s, so the whole smoke chain fits 90 s.
   default: 180 combinations x 3-12 copies ~ 1,350 images per split; 1,200 train triplets,
            400 val queries. 3,600 train triplets per epoch take ~115 tiny-BLIP-2 batches of 32
-           (~0.16 s each on 2 cores, DESIGN.md), i.e. ~20 s per epoch, so warm-up plus a few
+           (~0.16 s each on 2 cores, docs/ENVIRONMENT.md), i.e. ~20 s per epoch, so warm-up plus a few
            preference epochs and re-mining over ~4,000 train images fit 2-3 minutes; 1,350 val
            images per category with 3-12 positives per query keeps R@10 / R@50 meaningful
            (FashionIQ's val corpora are 3,800-6,300 images). ~8,100 images (~65 MB): 25 s of
@@ -31,6 +31,10 @@ Output (FashionIQ layout plus relevance/, which real datasets lack):
   relevance/attributes.json, relevance/positives.{cat}.{split}.json, vocabulary.txt,
   manifest.json (profile, seed, sizes, positives-per-query distribution; written last).
 Same seed => byte-identical files (per-image seeds, sorted JSON keys, deterministic PNG).
+
+The continuous variant (profiles "continuous-smoke" and "continuous"; `synthetic_continuous`)
+puts every attribute on a continuum and defines relevance by tolerances; it is written here in the
+same layout, its manifest documenting the tolerances under "relevance".
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ import numpy as np
 
 from qurelib.data.fashioniq import load_fashioniq
 from qurelib.data.schema import CIRSplit, DatasetError, read_json, require_type
+from qurelib.data.synthetic_continuous import CONTINUOUS_PROFILES, CONTINUOUS_VERSION, \
+    CONTINUOUS_VOCABULARY, GENERATOR, ContinuousProfile, choose_region, draw_continuous, \
+    generate_continuous_split, relevance_manifest
 from qurelib.data.synthetic_draw import render_image, sample_nuisance
 from qurelib.data.vocab import ATTRIBUTES, CATEGORIES, JOINERS, PHRASES, VOCABULARY, \
     caption_changes, describe, graded_relevance, split_words
@@ -73,7 +80,7 @@ LAYOUT = ("FashionIQ layout (captions/, image_splits/, images/) plus relevance/a
 def regenerate_hint(root: Path) -> str:
     """How to rebuild a generated dataset (never a download: the generator is deterministic)."""
     return (f"Regenerate it: rerun stage 00 (00_make_data / `make reproduce`; it regenerates missing or "
-            f"damaged files), or `python -m qurelib.data.synthetic --out {root} --profile <smoke|default> --force`")
+            f"damaged files), or `python -m qurelib.data.synthetic --out {root} --profile <{'|'.join(PROFILES)}> --force`")
 
 
 @dataclass(frozen=True)
@@ -85,9 +92,10 @@ class Profile:
     triplets: Mapping[str, int]  # queries per split
 
 
-PROFILES: dict[str, Profile] = {
+PROFILES: dict[str, Profile | ContinuousProfile] = {
     "smoke": Profile(n_combos=20, copies=(3, 5), triplets={"train": 60, "val": 30}),
     "default": Profile(n_combos=180, copies=(3, 12), triplets={"train": 1200, "val": 400}),
+    **CONTINUOUS_PROFILES,  # the continuous variant (synthetic_continuous)
 }
 Combo = tuple[str, ...]  # attribute values in ATTRIBUTES order
 
@@ -234,8 +242,34 @@ def _matches(manifest: Path, profile: str, seed: int) -> bool:
         warnings.warn(f"{DATASET}: {manifest} is unreadable (an interrupted or damaged generation); "
                       f"regenerating the dataset", stacklevel=3)
         return False
-    return (got.get("profile"), got.get("seed"), got.get("version")) == \
-        (profile, seed, GENERATOR_VERSION)
+    version = CONTINUOUS_VERSION if profile in CONTINUOUS_PROFILES else GENERATOR_VERSION
+    return (got.get("profile"), got.get("seed"), got.get("version")) == (profile, seed, version)
+
+
+def _generate_files(out: Path, seed: int, profile: str) -> tuple[dict, list, dict]:
+    """Write every split's captions, corpus and positives; return (records, drawing jobs, sizes)."""
+    prof, continuous = PROFILES[profile], profile in CONTINUOUS_PROFILES
+    records, jobs, sizes = {}, [], {}
+    for c, category in enumerate(CATEGORIES):
+        if continuous:
+            region = choose_region(seed, c, prof)
+        else:
+            combos = _choose_combos(_rng(seed, c, 99), prof.n_combos)
+        for s, split in enumerate(SPLITS):
+            if continuous:
+                recs, js, corpus, captions, positives = generate_continuous_split(
+                    out / "images", seed, c, s, split, prof, region)
+            else:
+                recs, js, corpus, captions, positives = _generate_split(out, seed, c, s, combos, prof)
+            records.update(recs)
+            jobs += js
+            _write_json(out / "captions" / f"cap.{category}.{split}.json", captions)
+            _write_json(out / "image_splits" / f"split.{category}.{split}.json", corpus)
+            _write_json(out / "relevance" / f"positives.{category}.{split}.json", positives)
+            sizes[f"{category}.{split}"] = {"images": len(corpus), "triplets": len(captions)}
+            if not continuous:
+                sizes[f"{category}.{split}"]["combinations"] = len(combos)
+    return records, jobs, sizes
 
 
 def make_fashion_shapes(out_dir: str | Path, profile: str = "smoke", seed: int = 0,
@@ -244,42 +278,36 @@ def make_fashion_shapes(out_dir: str | Path, profile: str = "smoke", seed: int =
 
     Args:
         out_dir: target folder (created; may only hold a previous generation's files).
-        profile: "smoke" or "default" (PROFILES).
+        profile: "smoke" or "default", or the continuous variant's "continuous-smoke" or
+            "continuous" (PROFILES).
         seed: generation seed; same seed => byte-identical files.
         force: regenerate even if `out_dir/manifest.json` records this profile and seed.
         workers: drawing processes (default: up to 4 cores for large profiles, else 1).
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown Fashion-Shapes profile {profile!r}; expected {tuple(PROFILES)}")
-    out, prof = Path(out_dir), PROFILES[profile]
+    out, continuous = Path(out_dir), profile in CONTINUOUS_PROFILES
     if not force and _matches(out / "manifest.json", profile, seed):
         return out
     _prepare_dir(out)
-    records, jobs, sizes = {}, [], {}
-    for c, category in enumerate(CATEGORIES):
-        combos = _choose_combos(_rng(seed, c, 99), prof.n_combos)
-        for s, split in enumerate(SPLITS):
-            recs, js, corpus, captions, positives = _generate_split(out, seed, c, s, combos, prof)
-            records.update(recs)
-            jobs += js
-            _write_json(out / "captions" / f"cap.{category}.{split}.json", captions)
-            _write_json(out / "image_splits" / f"split.{category}.{split}.json", corpus)
-            _write_json(out / "relevance" / f"positives.{category}.{split}.json", positives)
-            sizes[f"{category}.{split}"] = {"images": len(corpus), "triplets": len(captions),
-                                            "combinations": len(combos)}
+    records, jobs, sizes = _generate_files(out, seed, profile)
     _write_json(out / "relevance" / "attributes.json", records)
-    (out / "vocabulary.txt").write_text("\n".join(VOCABULARY) + "\n", encoding="utf-8")
+    vocabulary = CONTINUOUS_VOCABULARY if continuous else VOCABULARY
+    (out / "vocabulary.txt").write_text("\n".join(vocabulary) + "\n", encoding="utf-8")
+    draw = draw_continuous if continuous else _draw_one
     workers = workers or (min(4, os.cpu_count() or 1) if len(jobs) > 2000 else 1)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(_draw_one, jobs, chunksize=64))
+            list(pool.map(draw, jobs, chunksize=64))
     else:
         for job in jobs:
-            _draw_one(job)
+            draw(job)
     dist = {split: positives_distribution(load_fashion_shapes(out, split)) for split in SPLITS}
-    _write_json(out / "manifest.json", {"generator": "fashion-shapes", "version": GENERATOR_VERSION,
-                                        "profile": profile, "seed": seed, "sizes": sizes,
-                                        "positives_per_query": dist})
+    manifest = {"generator": "fashion-shapes", "version": GENERATOR_VERSION, "profile": profile,
+                "seed": seed, "sizes": sizes, "positives_per_query": dist}
+    if continuous:
+        manifest.update(generator=GENERATOR, version=CONTINUOUS_VERSION, relevance=relevance_manifest())
+    _write_json(out / "manifest.json", manifest)
     return out
 
 
