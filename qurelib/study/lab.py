@@ -89,8 +89,10 @@ def lab_figure(specs=anatomy.SWEEP_RULES, *, k: int, ratio: float, consecutive_t
     curve = lab_curve(seed, **shape)
     sets = mine_curve(curve, specs, k=k, ratio=ratio, consecutive_threshold=consecutive_threshold)
     counts = rule_counts(curve, sets)
-    fig, table = plots.plot_drop_lab(curve, sets, counts, zoom=min(len(curve["scores"]), 2 * (
-        int((curve["tiers"] <= 1).sum()) + 20)))
+    zoom = min(len(curve["scores"]), 2 * (int((curve["tiers"] <= 1).sum()) + 20))  # the positives, the tier and more
+    fig, table = plots.plot_drop_lab(curve, sets, counts, zoom=zoom, title=(
+        f"A built curve (r = {curve['cliff_ratio']:.3g}, seed {seed}): where each rule puts H "
+        f"(red x: a true positive in H, i.e. a false negative)"))
     return fig, table, counts, curve
 
 
@@ -153,3 +155,27 @@ def drop_explorer(specs=anatomy.SWEEP_RULES, *, k: int, ratio: float, consecutiv
 
 
 SHAPE_FIELDS = tuple(f.name for f in fields(anatomy.CurveShape))
+
+
+def sweep_facts(rows, counts: dict) -> dict:
+    """The facts notebook 07's summary states: which rules' H is the tier on the lab's default
+    curve (`counts`), from which r the released, 5 %-window and scale-free rules find the tier in
+    each setting of the sweep (`rows`), and the top-k rules' false-negative rates over all r."""
+    regimes = {(row["setting"], row["rule"]): row for row in anatomy.rule_regimes(list(rows))}
+    settings = list(dict.fromkeys(row["setting"] for row in rows))
+    facts = {"H is the near-miss tier on the lab's curve for": [plots.rule_label(s) for s, c in counts.items()
+                                                                 if c["is_tier"]]}
+    for spec in ("drops/released", "drops/released@0.05", "drops/scale_free"):
+        if any(row["rule"] == spec for row in rows):
+            facts[f"{plots.rule_label(spec)}: H is the tier from r = (per setting)"] = \
+                [regimes[(s, spec)]["tier_from"] for s in settings]
+    for spec in ("top_k", "after_target_top_k"):
+        if any(row["rule"] == spec for row in rows):
+            facts[f"{plots.rule_label(spec)}: false negatives in H (%) at any r"] = \
+                sorted({round(row["fn_rate"], 2) for row in rows if row["rule"] == spec})
+    return facts
+
+
+def facts_text(facts: dict) -> str:
+    """One "name: value" line per fact."""
+    return "\n".join(f"{name}: {value}" for name, value in facts.items())
