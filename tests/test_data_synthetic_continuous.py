@@ -11,9 +11,9 @@ import torch
 from qurelib.data import load_fashion_shapes, make_fashion_shapes
 from qurelib.data.synthetic import PROFILES, main
 from qurelib.data.synthetic_continuous import BANDS, CONTINUA, CONTINUOUS_PROFILES, \
-    CONTINUOUS_VOCABULARY, HUE_NAMES, MUCH, NAMES, POSITIVES, caption_continuous_changes, \
-    choose_region, describe_continuous, generate_continuous_split, is_continuous, \
-    nearest_hue_name, relevance_bands, tolerance_agreement
+    CONTINUOUS_VOCABULARY, HUE_NAMES, MUCH, NAMES, POSITIVES, attribute_words, \
+    caption_continuous_changes, choose_region, describe_continuous, generate_continuous_split, \
+    is_continuous, nearest_hue_name, relevance_bands, tolerance_agreement
 from qurelib.data.synthetic_draw import render_continuous, sample_nuisance
 from qurelib.data.vocab import CATEGORIES, split_words
 
@@ -178,6 +178,8 @@ def test_caption_parser_and_descriptions():
     text = describe_continuous("toptee", {"hue": 182.0, "sleeves": 0.05, "length": 0.9, "density": 0.8})
     assert text == "a long teal top with dense dots and no sleeves"
     assert set(split_words(text)) <= set(CONTINUOUS_VOCABULARY)
+    assert attribute_words({"hue": 182.0, "sleeves": 0.05, "length": 0.9, "density": 0.8}) == \
+        {"hue": "teal", "sleeves": "no sleeves", "length": "long", "density": "dense dots"}
 
 
 def test_default_profile_is_sized_as_documented(tmp_path):
