@@ -9,11 +9,16 @@ copies of the smoke run's executed notebooks (runs/<profile>/, made by `make rep
                     (its pixels change), so do switching the strategy and typing a query id; the
                     explorer's output does not grow.
   02_mine_negatives opened as executed: every figure cell shows a rendered image.
+  07_drop_lab       (needs no run: the notebook itself) Run All; no cell fails; figures 14 and 15
+                    and the lab panel show images; moving the cliff slider redraws the lab's curve
+                    (its pixels change) and its caption names the new r; the lab's output does not
+                    grow; saved from JupyterLab, the notebook exports to reveal.js slides (sections
+                    holding the figures) with `jupyter nbconvert --to slides`.
 
-Screenshots go to runs/<profile>/screenshots/. Exit status 0 only when every check passed; when the
+`--only drop_lab` (or explore, mine_negatives) runs one check. Screenshots go to runs/<profile>/screenshots/. Exit status 0 only when every check passed; when the
 browser cannot be installed it says so in one line and exits 2.
 
-    python tools/browser_check.py [--profile smoke] [--timeout 600]
+    python tools/browser_check.py [--profile smoke] [--timeout 600] [--only drop_lab]
 """
 
 from __future__ import annotations
@@ -351,14 +356,109 @@ def check_mine_negatives(page, port, token, shots: Path, timeout_s: float, passe
     ok(passed, f"{name}: {len(figs)} figure cells show images {[cells[i]['images'] for i in figs]}")
 
 
+def check_drop_lab(page, port, token, shots: Path, timeout_s: float, passed: list) -> None:
+    """07: Run All, images everywhere, the lab redraws when its cliff slider moves, and the notebook
+    saved from JupyterLab exports to reveal.js slides."""
+    name = "07_drop_lab.ipynb"
+    open_notebook(page, port, token, name, shots, timeout_s)
+    t0 = time.time()
+    page.evaluate(JS_RUN_ALL, name)
+    wait_until(page, lambda: page.evaluate("() => window.__runAllDone") is not None, timeout_s,
+               "Run All of 07_drop_lab", shots / "07_run_all_timeout.png")
+    cells = page.evaluate(JS_CELLS, name)
+    errors = [e for c in cells for e in c["errors"]]
+    if errors or page.evaluate("() => window.__runAllDone") is not True:
+        page.screenshot(path=str(shots / "07_error.png"))
+        raise CheckFailed(f"{name}: Run All failed: {errors or page.evaluate('() => window.__runAllDone')}")
+    ok(passed, f"{name}: Run All done in {time.time() - t0:.0f} s, no cell failed")
+
+    static = figure_cells(cells, ("lab_figure(", "plot_smoothness_sweep("))
+    panel = figure_cells(cells, ("drop_explorer(",))
+    if len(static) != 2 or not panel:
+        raise CheckFailed(f"{name}: expected the lab_figure and plot_smoothness_sweep cells and the drop_explorer "
+                          f"cell; found {static} and {panel}")
+    try:
+        wait_until(page, lambda: all(page.evaluate(JS_CELLS, name)[i]["images"] for i in static + panel), 30,
+                   "rendered images in 07")
+    except CheckFailed:
+        page.screenshot(path=str(shots / "07_no_images.png"))  # check_images below says which cell
+    cells = page.evaluate(JS_CELLS, name)
+    check_images(name, cells, static + panel)
+    for i, slug in zip(static, ("lab_figure", "sweep_figure")):
+        screenshot_cell(page, i, shots / f"07_{slug}.png")
+    ok(passed, f"{name}: figures 14, 15 and the lab show images {[cells[i]['images'] for i in static + panel]}")
+
+    lab = cell_locator(page, panel[0])
+    image, caption = lab.locator(".widget-image").first, lab.locator(".widget-html").first
+    lab.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    lab.screenshot(path=str(shots / "07_lab.png"))
+    n_outputs = cells[panel[0]]["outputs"]
+    before = caption.inner_text(), digest(image)
+    handle = lab.locator(".noUi-handle").nth(2)  # the third slider: cliff / gap (r), a log slider
+    box = handle.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] - 70, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    after = redrawn(page, caption, image, before, "moving the cliff slider", shots)
+    if after[0].split("(")[0] == before[0].split("(")[0]:
+        raise CheckFailed(f"{name}: the caption still names the old r: {after[0]!r}")
+    lab.screenshot(path=str(shots / "07_lab_slider_moved.png"))
+    ok(passed, f"{name}: cliff slider moved, curve redrawn: {before[0]!r} -> {after[0]!r}")
+    cells = page.evaluate(JS_CELLS, name)
+    if cells[panel[0]]["outputs"] != n_outputs or cells[panel[0]]["errors"] \
+            or lab.locator(".jp-RenderedText[data-mime-type*='stderr']").count():
+        raise CheckFailed(f"{name}: the lab's output grew or printed an error: {lab.inner_text()[-800:]}")
+    ok(passed, f"{name}: the lab's output stayed at {n_outputs} output(s), no error")
+    check_slides(page, name, shots, passed)
+
+
+JS_SAVE = """async (path) => {
+  const app = window.jupyterapp;
+  app.shell.activateById((""" + JS_PANEL + """)(path).id);
+  await app.commands.execute('docmanager:save');
+}"""
+
+
+def check_slides(page, name: str, shots: Path, passed: list) -> None:
+    """Save the notebook as run in JupyterLab, export it with `jupyter nbconvert --to slides
+    --no-input` beside it, and check the deck: reveal.js sections, the figures as embedded PNGs."""
+    work = shots.parent / "browser-check"
+    page.evaluate(JS_SAVE, name)
+    saved = json.loads((work / name).read_text())
+    if not any(o.get("data", {}).get("image/png") for c in saved["cells"] for o in c.get("outputs", [])):
+        raise CheckFailed(f"{name}: the notebook saved from JupyterLab holds no figure")
+    done = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "slides", "--no-input",
+                           "--output-dir", str(shots), str(work / name)], capture_output=True, text=True)
+    deck = shots / name.replace(".ipynb", ".slides.html")
+    if done.returncode != 0 or not deck.is_file():
+        raise CheckFailed(f"{name}: nbconvert --to slides failed: {done.stderr.strip()[-800:]}")
+    html = deck.read_text()
+    sections, figures = html.count("<section"), html.count("data:image/png;base64,")
+    if sections < 6 or figures < 2 or "reveal" not in html:
+        raise CheckFailed(f"{name}: the slides hold {sections} sections and {figures} figures (expected >= 6 and >= 2)")
+    ok(passed, f"{name}: reveal.js slides {deck.relative_to(ROOT)} ({sections} sections, {figures} figures, "
+               f"{len(html) // 1024} KiB)")
+
+
 # ----------------------------------------------------------------------------- main
+# name -> (check, notebook, whether it is the executed copy of a run of the chain)
+CHECKS = {"explore": (check_explore, "05_explore.ipynb", True),
+          "mine_negatives": (check_mine_negatives, "02_mine_negatives.ipynb", True),
+          "drop_lab": (check_drop_lab, "07_drop_lab.ipynb", False)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="smoke", help="run profile whose executed notebooks are checked")
     ap.add_argument("--timeout", type=float, default=600, help="seconds allowed for Run All of 05")
+    ap.add_argument("--only", choices=tuple(CHECKS), action="append",
+                    help="run only this check (repeatable); default: all")
     args = ap.parse_args(argv)
+    chosen = {c: CHECKS[c] for c in (args.only or CHECKS)}
     run_dir = ROOT / "runs" / args.profile
-    missing = [n for n in ("02_mine_negatives.ipynb", "05_explore.ipynb") if not (run_dir / n).is_file()]
+    missing = [n for _, n, executed in chosen.values() if executed and not (run_dir / n).is_file()]
     if missing:
         log(f"{missing} missing in {run_dir}: run `make reproduce PROFILE={args.profile}` first")
         return 1
@@ -378,8 +478,8 @@ def main(argv=None) -> int:
     work = run_dir / "browser-check"  # copies: JupyterLab never writes into the executed notebooks
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    for n in ("02_mine_negatives.ipynb", "05_explore.ipynb"):
-        shutil.copy(run_dir / n, work / n)
+    for _, n, executed in chosen.values():  # executed copies of the chain; the lab as it is in notebooks/
+        shutil.copy((run_dir if executed else ROOT / "notebooks") / n, work / n)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="browser-check-") as tmp:
         home, port, token = Path(tmp), free_port(), secrets.token_hex(16)
@@ -399,7 +499,8 @@ def main(argv=None) -> int:
                 except PlaywrightError as err:
                     log(f"cannot start {chromium} with Playwright: {str(err).splitlines()[0]}")
                     return 2
-                for check, limit in ((check_explore, args.timeout), (check_mine_negatives, 120)):
+                for check, _, _ in chosen.values():
+                    limit = 120 if check is check_mine_negatives else args.timeout
                     page = context.new_page()
                     try:
                         check(page, port, token, shots, limit, passed)
