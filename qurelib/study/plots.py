@@ -455,7 +455,7 @@ def plot_smoothness_sweep(rows: list[dict], rate: float = 0.8, clean_fn: float =
                               f"H >= {rate:.0%} near misses, <= {clean_fn:g} % false negatives)", fontsize=9,
                               loc="left")
     handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 8), fontsize=9, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 8), fontsize=10, frameon=False)
     if title:
         fig.suptitle(title, fontsize=12)
     return fig, list(rows)
