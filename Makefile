@@ -1,13 +1,42 @@
 # The QuRe study as a build graph. `make reproduce` and `make test` are the two README commands;
-# each builds .venv first if it is missing or older than pyproject.toml.
+# each builds .venv first (from the lock file, requirements.lock) if it is missing or older than it.
 PROFILE ?= default
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# CPU machines: the pinned CPU wheel. GPU users: see the README (TORCH_SPEC= keeps an installed torch).
+# CPU machines: the lock's CPU wheel of torch. GPU users: see the README (TORCH_SPEC= keeps an installed torch).
 TORCH_SPEC ?= torch==2.13.0
-RUNS ?= runs
+LOCK := requirements.lock
+# One setting decides where runs live: RUNS (or QURELIB_RUNS_DIR, the same thing for the library).
+RUNS ?= $(or $(QURELIB_RUNS_DIR),runs)
+space := $(subst ,, )
+ifneq ($(words $(RUNS)),1)
+$(error RUNS="$(RUNS)" holds a space, which make cannot use in a path; choose a folder without one)
+endif
+export QURELIB_RUNS_DIR := $(abspath $(RUNS))
 RUN := $(RUNS)/$(PROFILE)
+# Seeds with intervals: make reproduce SEEDS="0 1 2" (training seeds, the data fixed) or
+# DATA_SEEDS="0 1 2" (the generated data varied, training seed fixed): one chain per seed under
+# $(RUNS)/seeds/, then mean +- std over them (qurelib.study.seeds).
+SEEDS ?=
+DATA_SEEDS ?=
+
+# Same seed, same numbers, on any x86-64 CPU: torch, MKL and oneDNN choose kernels by instruction set
+# (AVX-512 vs AVX2) and split reductions by thread count, and each choice rounds differently, which
+# training amplifies. Pinned here to AVX2 kernels and THREADS threads (qurelib/provenance.py records
+# what was in force in every result). NUMERICS=native leaves the machine's own choice.
+THREADS ?= 2
+NUMERICS ?= pinned
+ifeq ($(NUMERICS),pinned)
+export OMP_NUM_THREADS := $(THREADS)
+export MKL_NUM_THREADS := $(THREADS)
+ifeq ($(shell uname -m),x86_64)
+export ATEN_CPU_CAPABILITY := avx2
+export MKL_CBWR := AVX2
+export ONEDNN_MAX_CPU_ISA := AVX2
+export NPY_DISABLE_CPU_FEATURES := AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR
+endif
+endif
 STAGES := 00_make_data 01_warmup 02_mine_negatives 03_preference_finetune 04_evaluate 05_explore
 LIB := $(shell find qurelib -name '*.py' 2>/dev/null)
 # Real datasets: make reproduce PROFILE=paper-fiq DATA_ROOT=/path/to/fashioniq
@@ -21,12 +50,14 @@ export PYTHONUNBUFFERED := 1
 # Offline by default (tests never download); a GPU user with network may pass HF_HUB_OFFLINE=0.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv test test-unit mutation lab reproduce ablation bench gpu-check browser-check clean-runs help FORCE
+.PHONY: venv lock test test-unit mutation lab reproduce ablation bench gpu-check browser-check clean-runs help FORCE \
+	readme-figures smoke-digest
 .DELETE_ON_ERROR:
 
 help:
 	@echo "make reproduce [PROFILE=default|smoke]  the whole study on the embedded benchmark"
 	@echo "make reproduce NPROC=2                  ... with training data-parallel on 2 processes (torchrun)"
+	@echo "make reproduce SEEDS=\"0 1 2\"             ... once per training seed, tables as mean +- std"
 	@echo "make test                               every test (unit + notebooks on the smoke profile)"
 	@echo "make ablation [PROFILE=...]             the hard-negative strategy sweep"
 	@echo "make bench                              fast paths vs naive, side by side"
@@ -34,24 +65,45 @@ help:
 	@echo "make lavis-parity                       the LAVIS converter against salesforce-lavis itself"
 	@echo "make mutation [MUTATION=train]          mutmut kill scores of the core (slow; docs/MUTATION.md)"
 	@echo "make lab                                JupyterLab on notebooks/ (installs it into .venv)"
+	@echo "make readme-figures                     copy the README's figures from runs/default/ into figures/"
+	@echo "make smoke-digest                       rewrite tests/expected/smoke_digest.json (a deliberate change of numbers)"
+	@echo "make lock                               re-resolve requirements.lock (a deliberate upgrade)"
 	@echo "make browser-check                      the smoke run's notebooks in JupyterLab + Chromium"
 
+# Every package of the environment at the version and hash of requirements.lock, then qurelib itself
+# (no dependency resolved at install time). TORCH_SPEC= (GPU users): the lock without its torch entry,
+# beside the CUDA torch 2.13.0 already in .venv.
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(if $(TORCH_SPEC),$(PY) -m pip install -q "$(TORCH_SPEC)")
-	$(PY) -m pip install -q -e ".[dev,notebooks]"
+	$(if $(TORCH_SPEC),$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK),\
+		$(PY) tools/lockfile.py without torch < $(LOCK) > $(VENV)/lock-without-torch.txt && \
+		$(PY) -m pip install -q --require-hashes --no-deps -r $(VENV)/lock-without-torch.txt)
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
+
+# Re-resolve every dependency (pip-tools in its own small venv): a deliberate upgrade, reviewed as a
+# diff of requirements.lock. torch is the CPU wheel (a local version, +cpu) on CPU machines.
+LOCK_VENV := .venv-lock
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || ($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q "pip-tools==7.7.0")
+	echo "torch==2.13.0+cpu" > $(LOCK_VENV)/torch-cpu.txt
+	$(LOCK_VENV)/bin/pip-compile -q --extra dev --extra notebooks --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links -c $(LOCK_VENV)/torch-cpu.txt -o $(LOCK) pyproject.toml
 
 # The smoke chain and its ablation first, in a fresh temporary runs folder (QURELIB_RUNS_DIR), so the
 # library under test is what trains; tests/test_notebook_outputs.py then looks at its executed notebooks, and the
 # notebooks under nbval reuse its runs. Line coverage per module is printed at the end.
+# The unit tests run in a random order (pytest-randomly); the seed is printed at the top
+# ("Using --randomly-seed=N"): TEST_SEED=N replays that order.
+TEST_SEED ?=
 test: venv
 	@tmp=$$(mktemp -d -t qurelib-test-runs.XXXXXX) && \
-	QURELIB_RUNS_DIR=$$tmp $(MAKE) --no-print-directory reproduce PROFILE=smoke RUNS=$$tmp && \
-	QURELIB_RUNS_DIR=$$tmp $(MAKE) --no-print-directory -j2 ablation PROFILE=smoke RUNS=$$tmp && \
-	QURELIB_RUNS_DIR=$$tmp $(PY) -m pytest -q tests notebooks --nbval-lax --cov=qurelib --cov-report=term \
-		--cov-report=html:$$tmp/coverage && rm -rf $$tmp
+	$(MAKE) --no-print-directory reproduce PROFILE=smoke RUNS=$$tmp && \
+	$(MAKE) --no-print-directory -j2 ablation PROFILE=smoke RUNS=$$tmp && \
+	QURELIB_RUNS_DIR=$$tmp $(PY) -m pytest -q tests --cov=qurelib --cov-report= $(if $(TEST_SEED),--randomly-seed=$(TEST_SEED)) && \
+	QURELIB_RUNS_DIR=$$tmp $(PY) -m pytest -q notebooks --nbval-lax -p no:randomly --cov=qurelib --cov-append \
+		--cov-report=term --cov-report=html:$$tmp/coverage && rm -rf $$tmp
 
 test-unit: venv
 	$(PY) -m pytest -q tests
@@ -66,10 +118,25 @@ mutation: venv
 	nice -n 19 $(PY) tests/mutation.py run $(MUTATION) --jobs $(MUTATION_JOBS)
 
 # --- the reproduction chain: stage N reads what stage N-1 wrote under runs/<profile>/ -------
+ifeq ($(strip $(SEEDS)$(DATA_SEEDS)),)
 reproduce: venv $(RUN)/05_explore.ipynb $(RUN)/html/index.html
-	@echo "done: executed notebooks and results in $(RUN)/, figures in figures/$(PROFILE)/"
+	@echo "done: executed notebooks, results and figures in $(RUN)/ (figures/: make readme-figures)"
 	@echo "      the study in a browser: $(RUN)/html/index.html"
 	@test ! -f $(RUN)/results.md || cat $(RUN)/results.md
+else
+# one chain per seed, each in its own runs folder (the same commit, data and settings otherwise), then
+# mean +- std; each seed's wall time is written beside its run
+reproduce ablation: venv
+	@for s in $(SEEDS); do t0=$$(date +%s); \
+		$(MAKE) --no-print-directory $@ SEEDS= DATA_SEEDS= RUNS=$(RUNS)/seeds/seed-$$s NB_ARGS="$(NB_ARGS) -p seed $$s" \
+		|| exit 1; echo $$(( $$(date +%s) - t0 )) > $(RUNS)/seeds/seed-$$s/$(PROFILE)/.wall_$@; done
+	@for s in $(DATA_SEEDS); do t0=$$(date +%s); \
+		$(MAKE) --no-print-directory $@ SEEDS= DATA_SEEDS= RUNS=$(RUNS)/seeds/data_seed-$$s \
+		NB_ARGS="$(NB_ARGS) -p data_seed $$s" || exit 1; \
+		echo $$(( $$(date +%s) - t0 )) > $(RUNS)/seeds/data_seed-$$s/$(PROFILE)/.wall_$@; done
+	$(PY) -m qurelib.study.seeds $(RUNS) $(PROFILE) $(if $(filter ablation,$@),ablation,results) \
+		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA_SEEDS),--data-seeds $(DATA_SEEDS))
+endif
 
 # What the command line adds (DATA_ROOT, NB_ARGS) is an input of every stage: it is written to
 # $(RUN)/.args, rewritten (and so newer) only when it changes, and stage 00 depends on it.
@@ -106,7 +173,7 @@ $(RUN)/%.ipynb: notebooks/%.ipynb params/$(PROFILE).yaml | venv
 
 # --- the ablation: notebook 03 once per strategy, each a fork of the same warm-up (make -j ok) ---
 ABLATION_K ?= 20
-# beyond the paper (issue 11): the drops searched in the first 2 / 5 / 10 % of the corpus below the
+# beyond the paper: the drops searched in the first 2 / 5 / 10 % of the corpus below the
 # target (2 %: the share of the paper's top-k ablations, k = 100 of ~6,000), and the scale-free rule
 ABLATION := drops_paper top_k after_target_top_k percent_of_positive all \
 	drops_window_0.02 drops_window_0.05 drops_window_0.1 drops_scale_free
@@ -120,9 +187,11 @@ args_after_target_top_k := -p strategy after_target_top_k -p k $(ABLATION_K)
 args_percent_of_positive := -p strategy percent_of_positive -p ratio 0.95 -p k $(ABLATION_K)
 args_all := -p strategy all
 
+ifeq ($(strip $(SEEDS)$(DATA_SEEDS)),)
 ablation: venv $(RUN)/06_ablation_summary.ipynb
 	$(PY) -m qurelib.study.html_report $(RUN)
 	@cat $(RUN)/ablation.md
+endif
 
 $(RUN)/ablation/03_%.ipynb: notebooks/03_preference_finetune.ipynb $(RUN)/01_warmup.ipynb | venv
 	$(STAGE) -p run_name ablation_$* -p train_baseline False $(args_$*) $< $@
@@ -153,7 +222,25 @@ browser-check: venv
 	$(PY) tools/browser_check.py --profile smoke
 
 clean-runs:
-	rm -rf runs/$(PROFILE) figures/$(PROFILE)
+	rm -rf $(RUN)
+
+# The figures the README shows, copied from a finished default run (a run itself writes only under
+# runs/, so `git status` stays clean); commit them with the README numbers they illustrate.
+README_FIGURES := fig03_score_curves fig05_training_curves_qure fig09_ablation_curves fig10_hardness \
+	fig11_curve_tiers fig12_anatomy fig13_ablation_hardness
+readme-figures:
+	@mkdir -p figures/default
+	@for f in $(README_FIGURES); do cp -v $(RUNS)/default/figures/$$f.png figures/default/ || exit 1; done
+	@test ! -f $(RUNS)/smoke/screenshots/05_explorer_slider_moved.png || \
+		cp -v $(RUNS)/smoke/screenshots/05_explorer_slider_moved.png figures/explorer_jupyterlab.png
+
+# The smoke chain's numbers as make test checks them (tests/test_smoke_digest.py): rerun the smoke
+# chain and its ablation in a fresh folder and rewrite the expected file, a deliberate, reviewed change.
+smoke-digest: venv
+	@tmp=$$(mktemp -d -t qurelib-digest.XXXXXX) && \
+	$(MAKE) --no-print-directory reproduce PROFILE=smoke RUNS=$$tmp && \
+	$(MAKE) --no-print-directory -j2 ablation PROFILE=smoke RUNS=$$tmp && \
+	$(PY) -m qurelib.study.digest write $$tmp/smoke tests/expected/smoke_digest.json && rm -rf $$tmp
 
 # --- parity with salesforce-lavis, the paper's library, in its own environment -------------------
 # LAVIS 1.0.2 pins transformers < 4.27 (qurelib needs 5.x) and imports only with numpy < 2 and

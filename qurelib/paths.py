@@ -15,9 +15,9 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = REPO_ROOT / "params"
 
 
-def generated_data_dir(profile: str) -> Path:
-    """Where Fashion-Shapes of a profile is generated (git-ignored)."""
-    return DATA_DIR / "generated" / f"fashion-shapes-{profile}"
+def generated_data_dir(profile: str, seed: int = 0) -> Path:
+    """Where Fashion-Shapes of a profile is generated (git-ignored); seeds other than 0 beside it."""
+    return DATA_DIR / "generated" / (f"fashion-shapes-{profile}" + (f"-seed{seed}" if seed else ""))
 
 
 def run_dir(profile: str) -> Path:
@@ -26,5 +26,7 @@ def run_dir(profile: str) -> Path:
 
 
 def figure_dir(profile: str) -> Path:
-    """Figures of a profile, as `figNN_<slug>.png` plus a `.csv` of the plotted numbers."""
-    return FIGURES_DIR / profile
+    """Figures of a profile's run, as `figNN_<slug>.png` plus a `.csv` of the plotted numbers: in
+    the run folder (git-ignored), so a run never edits the repository; `make readme-figures` copies
+    the ones the README shows into figures/<profile>/ (FIGURES_DIR), committed."""
+    return run_dir(profile) / "figures"

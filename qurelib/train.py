@@ -50,7 +50,7 @@ from qurelib.evaluate import evaluate_splits
 from qurelib.files import read_json_object, write_json_atomic, write_text_atomic
 from qurelib.model import load_checkpoint, resolve_device, save_checkpoint
 from qurelib.progress import progress_bar
-from qurelib.provenance import git_commit, split_fingerprint
+from qurelib.provenance import environment, git_commit, split_fingerprint
 from qurelib.qure import (DEFAULT_CONSECUTIVE_THRESHOLD, DEFAULT_RULE, DEFAULT_STRATEGY, RULES, STRATEGIES,
                           HardNegativeSets, NegativeSampler, bradley_terry_loss, check_mining_args, fill_empty_sets,
                           info_nce_loss, mine_hard_negatives, score_corpus)
@@ -69,7 +69,7 @@ FORK_KEYS = frozenset({"strategy", "rule", "consecutive_threshold", "window", "k
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. Defaults are the released FashionIQ config (facts.md section 2)."""
+    """One training run. Defaults are the released FashionIQ config (docs/METHOD.md, section 10)."""
 
     epochs: int = 30                 # E (released: FashionIQ 30, CIRR 50)
     n_def: int = 6                   # number of H definitions; H is redefined every E // n_def epochs
@@ -377,14 +377,25 @@ def config_differences(saved: dict, config: TrainConfig, *, fork: bool = False) 
             for k in sorted(set(saved) | set(mine)) if k not in free and saved.get(k) != mine.get(k)]
 
 
+def identity_differences(saved: dict | None, identity: dict | None, *, fork: bool = False) -> list[str]:
+    """"key: saved != new" for every part of a run's identity (what made it besides its settings:
+    code, data, backbone, world size; `study.identity`) that differs. None on either side (a caller
+    that tracks no identity) compares nothing; a fork does not compare "init" (the warm-up has none)."""
+    if identity is None or saved is None and not identity:
+        return []
+    saved = saved or {}
+    keys = sorted((set(saved) | set(identity)) - ({"init"} if fork else set()))
+    return [f"{k}: {saved.get(k)!r} != {identity.get(k)!r}" for k in keys if saved.get(k) != identity.get(k)]
+
+
 def _save(model, optimizer, run_dir: Path, config: TrainConfig, epoch: int, history: list[dict],
-          sets: HardNegativeSets | None, sampler: NegativeSampler | None) -> None:
+          sets: HardNegativeSets | None, sampler: NegativeSampler | None, identity: dict | None = None) -> None:
     """Checkpoint after `epoch`, then history.jsonl (rewritten from the checkpointed history)."""
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "history": history,
              "sets": None if sets is None else {"indptr": sets.indptr, "indices": sets.indices,
                                                "fallback": sets.fallback},
              "sampler": None if sampler is None else sampler.state_dict()}
-    extra = {"kind": "qurelib-train", "epoch": epoch, "train_config": config_json(config)}
+    extra = {"kind": "qurelib-train", "epoch": epoch, "train_config": config_json(config), "identity": identity}
     save_checkpoint(model, run_dir / CHECKPOINT, extra=extra, state=state)
     write_text_atomic(run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in history))
 
@@ -402,7 +413,8 @@ def fork_problems(init_from: str | os.PathLike, config: TrainConfig) -> list[str
     return problems
 
 
-def _resume(model, optimizer, run_dir: Path, config: TrainConfig, init_from: str | os.PathLike | None = None):
+def _resume(model, optimizer, run_dir: Path, config: TrainConfig, init_from: str | os.PathLike | None = None,
+            identity: dict | None = None):
     """(next epoch, history, sets, sampler) from run_dir's checkpoint, or from `init_from`'s
     (a fork: only before its first re-mining, and only mining settings may differ), or fresh."""
     fork = not (run_dir / CHECKPOINT).exists()
@@ -412,7 +424,8 @@ def _resume(model, optimizer, run_dir: Path, config: TrainConfig, init_from: str
     if not (source / CHECKPOINT).exists():
         raise FileNotFoundError(f"init_from={source}: no {CHECKPOINT}/ there; run the warm-up stage first")
     ckpt = load_checkpoint(source / CHECKPOINT, device=str(model.device))
-    diff = config_differences(ckpt.extra.get("train_config", {}), config, fork=fork)
+    diff = config_differences(ckpt.extra.get("train_config", {}), config, fork=fork) + \
+        identity_differences(ckpt.extra.get("identity"), identity, fork=fork)
     if diff:
         raise ValueError(f"{source}: its checkpoint was trained with a different config "
                          f"({', '.join(diff)}); use a new run_dir")
@@ -468,7 +481,8 @@ def _one_epoch(model, optimizer, data: TrainData, cache: ImageCache, config: Tra
 
 def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str | os.PathLike, *,
           val_splits: dict[str, CIRSplit] | None = None, image_cache: ImageCache | None = None,
-          stop_epoch: int | None = None, init_from: str | os.PathLike | None = None) -> list[dict]:
+          stop_epoch: int | None = None, init_from: str | os.PathLike | None = None,
+          identity: dict | None = None) -> list[dict]:
     """Fine-tune `model` on `splits` (Algorithm 1), checkpointing every epoch to `run_dir`.
 
     Args:
@@ -487,6 +501,9 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
             warm-up stage runs epochs [0, E // n_def) and the fine-tuning stage the rest.
         init_from: a run_dir whose checkpoint starts this run when run_dir has none (the warm-up
             shared by every strategy of an ablation); see `FORK_KEYS`.
+        identity: what made the run besides its settings (`study.identity.run_identity`: code,
+            data, backbone, world size), recorded with every checkpoint; a checkpoint of another
+            identity is never resumed (ValueError naming what changed). None: not compared.
     Returns:
         The history: one dict per epoch with epoch, lr, loss, temperature, negatives ("random",
         "mined" or "in_batch"), timings (TIMING_KEYS), "mining" statistics after a re-mining
@@ -502,13 +519,16 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
     data = TrainData.build(splits, cache)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    start, history, sets, sampler = _resume(model, optimizer, run_dir, config, init_from)
+    start, history, sets, sampler = _resume(model, optimizer, run_dir, config, init_from, identity)
     if distributed.is_main() and (start == 0 or not (run_dir / "config.json").exists()):
         summary = {name: {"queries": len(s.queries), "corpus": len(s.corpus_ids), "sha256": split_fingerprint(s)}
                    for name, s in splits.items()}
         write_json_atomic(run_dir / "config.json", {
             "train_config": config_json(config), "splits": summary, "model": getattr(model, "source", None),
-            "init_from": None if init_from is None else str(init_from), "git_commit": git_commit()})
+            "init_from": None if init_from is None else str(init_from), "identity": identity,
+            "git_commit": git_commit(), "environment": environment()})
+    if start > 0 and distributed.is_main():  # the checkpoint's history is the truth: heal a cut or lost file
+        write_text_atomic(run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in history))
     wall = history[-1]["wall_s"] if history else 0.0
     cuda = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
     stop = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
@@ -524,15 +544,23 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
         record["wall_s"] = wall
         history.append(record)
         if distributed.is_main():
-            _save(model, optimizer, run_dir, config, epoch, history, sets, sampler)
+            _save(model, optimizer, run_dir, config, epoch, history, sets, sampler, identity)
     model.eval()
     return history
 
 
 def read_history(run_dir: str | os.PathLike) -> list[dict]:
-    """The records of `run_dir/history.jsonl` (empty list if the run has not finished an epoch)."""
-    path = Path(run_dir) / HISTORY
+    """The records of `run_dir/history.jsonl` (empty list if the run has not finished an epoch).
+
+    The file must hold exactly epochs 0..e of the run's checkpoint (after epoch e): a damaged,
+    truncated or edited history is a ValueError naming the file and the fix (`restore_history`).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / HISTORY
+    fix = f"restore it from the checkpoint: python -m qurelib.train restore-history {run_dir}"
     if not path.is_file():
+        if (run_dir / CHECKPOINT).is_dir():
+            raise ValueError(f"{path} is missing although {run_dir / CHECKPOINT} exists; {fix}")
         return []
     records = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -540,6 +568,40 @@ def read_history(run_dir: str | os.PathLike) -> list[dict]:
             try:
                 records.append(json.loads(line))
             except ValueError as error:
-                raise ValueError(f"{path}, line {n}, is damaged ({error}); rerun the run's stage (it rewrites "
-                                 f"the file from its checkpoint after every epoch)") from None
+                raise ValueError(f"{path}, line {n}, is damaged ({error}); {fix}") from None
+    saved = run_dir / CHECKPOINT / "config.json"
+    if saved.is_file():
+        last = read_json_object(saved, f"rerun the run's stage; {run_dir / CHECKPOINT} is damaged") \
+            .get("extra", {}).get("epoch")
+        epochs = [r.get("epoch") if isinstance(r, dict) else None for r in records]
+        if last is not None and epochs != list(range(last + 1)):
+            raise ValueError(f"{path} holds epochs {epochs[:8]}{' ...' if len(epochs) > 8 else ''} but the checkpoint "
+                             f"is after epoch {last} (expected epochs 0..{last}): the file was cut or edited; {fix}")
     return records
+
+
+def restore_history(run_dir: str | os.PathLike) -> Path:
+    """Rewrite `run_dir/history.jsonl` from the history its checkpoint holds (the checkpoint's files
+    are verified by sha256); returns the file's path."""
+    run_dir = Path(run_dir)
+    ckpt = load_checkpoint(run_dir / CHECKPOINT, device="cpu")
+    if not ckpt.state or "history" not in ckpt.state:
+        raise ValueError(f"{run_dir / CHECKPOINT} holds no training state: retrain the run (rerun its stage)")
+    write_text_atomic(run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in ckpt.state["history"]))
+    return run_dir / HISTORY
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m qurelib.train restore-history RUN_DIR."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m qurelib.train", description="maintenance of a training run")
+    ap.add_argument("command", choices=["restore-history"])
+    ap.add_argument("run_dir", type=Path)
+    args = ap.parse_args(argv)
+    print(f"rewrote {restore_history(args.run_dir)} from its checkpoint")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

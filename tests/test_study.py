@@ -57,11 +57,11 @@ def test_a_run_with_other_settings_is_set_aside_not_resumed(tmp_path):
     run.mkdir()
     old = smoke_config(epochs=3).train_config()
     (run / "config.json").write_text(json.dumps({"train_config": config_json(old)}))
-    stages._set_aside_if_changed(run, smoke_config(epochs=3).train_config(device="cpu"))  # same run
+    stages._set_aside_if_changed(run, smoke_config(epochs=3).train_config(device="cpu"), {})  # same run
     assert run.is_dir()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stages._set_aside_if_changed(run, smoke_config(epochs=4).train_config())
+        stages._set_aside_if_changed(run, smoke_config(epochs=4).train_config(), {})
     assert not run.exists() and "epochs" in str(caught[0].message)
     (moved,) = (tmp_path / "stale").iterdir()
     assert (moved / "config.json").is_file()

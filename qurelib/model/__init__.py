@@ -7,9 +7,9 @@
     pretrain     image <-> description pretraining of the tiny backbone
 """
 
-from qurelib.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from qurelib.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, verify_checkpoint
 from qurelib.model.load import load_model
 from qurelib.model.modeling import CIRModel, ModelLoadError, build_tiny, resolve_device, tiny_blip2_config
 
 __all__ = ["CIRModel", "ModelLoadError", "build_tiny", "tiny_blip2_config", "resolve_device", "load_model",
-           "Checkpoint", "load_checkpoint", "save_checkpoint"]
+           "Checkpoint", "load_checkpoint", "save_checkpoint", "verify_checkpoint"]

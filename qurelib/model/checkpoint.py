@@ -103,6 +103,20 @@ def _checked_file(directory: Path, name: str, digest: str | None) -> Path:
     return path
 
 
+def verify_checkpoint(directory: str | os.PathLike) -> None:
+    """ModelLoadError naming the bad file unless `directory` is a complete checkpoint whose files
+    match the sha256 its config.json records (no model is built: cheap for large weights too)."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    try:
+        files = json.loads(config_path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelLoadError(f"load_checkpoint: {config_path} is unreadable or missing: {error}") from None
+    for name, digest in files.items():
+        if digest is not None:
+            _checked_file(directory, name, digest)
+
+
 def load_checkpoint(directory: str | os.PathLike, device: str = "auto", *,
                     freeze_vision: bool | None = None) -> Checkpoint:
     """Read a `save_checkpoint` dir -> Checkpoint(model, extra, state); ModelLoadError names a bad file.

@@ -145,17 +145,21 @@ def _train(model: CIRModel, pixels, texts, *, epochs, batch_size, lr, weight_dec
 
 def pretrain_tiny(data_root, out_dir, *, epochs: int = DEFAULTS["epochs"],
                   batch_size: int = DEFAULTS["batch_size"], lr: float = DEFAULTS["lr"], seed: int = 0,
-                  device: str = "auto", force: bool = False, progress: bool = True) -> tuple[CIRModel, dict]:
+                  device: str = "auto", force: bool = False, progress: bool = True,
+                  identity: dict | None = None) -> tuple[CIRModel, dict]:
     """Pretrain (or reuse) the tiny backbone on Fashion-Shapes at `data_root`; checkpoint at `out_dir`.
 
     Returns (model with the vision tower frozen again for CIR fine-tuning, report dict): the report
     holds val_top1, chance_top1, per-attribute accuracies, seconds, epochs, losses and `reused`.
     The saved temperature is reset to 0.07 (the CIR stage's initial value; the learned one is
-    reported as `pretrain_temperature`).
+    reported as `pretrain_temperature`). `identity` (e.g. the code and data digests) is part of what
+    a cached checkpoint must match to be reused.
     """
     data_root, out_dir = Path(data_root), Path(out_dir)
     settings = _settings(data_root, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                          weight_decay=DEFAULTS["weight_decay"], warmup_frac=DEFAULTS["warmup_frac"])
+    if identity is not None:
+        settings["identity"] = identity
     if out_dir.exists() and not force:
         try:
             cached = load_checkpoint(out_dir, device=device, freeze_vision=True)

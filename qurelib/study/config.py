@@ -33,10 +33,14 @@ class StudyConfig:
     n_def: int            # H definitions: warm-up E // n_def epochs, then re-mine every E // n_def
     batch_size: int       # queries per step
     lr: float             # AdamW lr, cosine to lr / 100
-    seed: int             # every random draw of the run
+    seed: int             # every random draw of training (backbone pretraining included)
+    data_seed: int        # the generated Fashion-Shapes (a second seed: the data varied, training fixed)
     device: str           # auto | cpu | cuda
 
     def __post_init__(self):
+        for name in ("seed", "data_seed"):  # checked before anything is generated or moved
+            if getattr(self, name) < 0:
+                raise ValueError(f"parameter {name}={getattr(self, name)!r}: expected an int >= 0")
         if self.dataset not in DATASETS:
             raise ValueError(f"parameter dataset={self.dataset!r}: expected one of {DATASETS}")
         if self.dataset != "fashion-shapes" and not self.data_root:
@@ -56,7 +60,7 @@ class StudyConfig:
 
     @property
     def root(self) -> Path:
-        return Path(self.data_root) if self.data_root else paths.generated_data_dir(self.data_profile)
+        return Path(self.data_root) if self.data_root else paths.generated_data_dir(self.data_profile, self.data_seed)
 
     def train_config(self, **stage) -> TrainConfig:
         """The TrainConfig of a stage: the study's shared settings plus the stage's own (`stage`,

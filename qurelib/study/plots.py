@@ -83,11 +83,12 @@ def plot_triplets(split: CIRSplit, n: int = 4, seed: int = 0, max_positives: int
 
 # --- saving -----------------------------------------------------------------------------------
 def save_figure(fig: Figure, table: list[dict] | None, profile: str, number: int, slug: str) -> Path:
-    """Write `figures/<profile>/figNN_<slug>.png` and, when given, the plotted numbers as `.csv`.
+    """Write `runs/<profile>/figures/figNN_<slug>.png` (`paths.figure_dir`) and, when given, the
+    plotted numbers as `.csv`.
 
     Returns the PNG path. Paths come from qurelib.paths, never from the working directory.
     """
-    out = paths.FIGURES_DIR / profile
+    out = paths.figure_dir(profile)
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"fig{number:02d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', slug)}.png"  # a slug may hold a model path
     fig.savefig(png, dpi=110)

@@ -18,8 +18,9 @@ from qurelib.data.circo import RELEASED_TEMPLATE
 from qurelib.encode import score_split
 from qurelib.evaluate import evaluate_hpfiq, metrics_from_scores, relevance_matrix
 from qurelib.files import write_json_atomic, write_text_atomic
-from qurelib.provenance import git_commit
+from qurelib.provenance import code_digest, environment, git_commit
 from qurelib.study.config import StudyConfig
+from qurelib.study.identity import dataset_digest
 from qurelib.study.stages import hardness_row, load_named_model, missing_model
 from qurelib.study.tables import Table, to_markdown
 
@@ -163,6 +164,7 @@ def write_results(cfg: StudyConfig, results: dict, table: Table, preferences: di
     """runs/<profile>/<name>.json (every number) and <name>.md (the table and mining statistics)."""
     wall = {name: h[-1]["wall_s"] for name, h in histories.items() if h}
     doc = {"profile": cfg.profile, "dataset": cfg.dataset, "git_commit": git_commit(),
+           "provenance": {"code": code_digest(), "data": dataset_digest(cfg), "environment": environment()},
            "config": cfg.__dict__, "models": results, "simulated_preference": preferences,
            "mining": {name: mining_rows(h) for name, h in histories.items()},
            "train_wall_s": wall, "evaluated_at": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -1,4 +1,4 @@
-"""The study's stages 00-03 as library calls, so every notebook stays a few thin cells (STYLE rule 3).
+"""The study's stages 00-03 as library calls, so every notebook stays a few thin cells.
 
     00_make_data            prepare_data, load_splits, data_summary
     01_warmup               backbone (tiny: pretrain first, cached), image_cache, run_warmup
@@ -33,9 +33,11 @@ from qurelib.data.schema import CIRSplit, DatasetError
 from qurelib.data.synthetic import make_fashion_shapes
 from qurelib.encode import ImageCache, build_image_cache, score_split, split_image_ids
 from qurelib.files import read_json_object, save_torch_atomic, write_json_atomic
-from qurelib.model import load_checkpoint, load_model
+from qurelib.model import ModelLoadError, load_checkpoint, load_model, verify_checkpoint
 from qurelib.model.pretrain import pretrain_tiny
+from qurelib.provenance import code_digest
 from qurelib.study.config import StudyConfig
+from qurelib.study.identity import dataset_digest, identity_changes, run_identity
 from qurelib.study.tables import Table
 from qurelib.train import CHECKPOINT, TrainConfig, config_differences, fork_problems, read_history, train
 
@@ -54,21 +56,28 @@ def prepare_data(cfg: StudyConfig) -> Path:
             raise DatasetError(f"data_root {root} does not exist (dataset {cfg.dataset!r}); "
                                f"see README.md, section 'Datasets'")
         bad = _unreadable_images(cfg)
-    else:  # the generator is deterministic: regenerate what is damaged, then check once more
-        root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed)
+    elif cfg.data_root:  # a folder the user passed is read, never rewritten: its faults are errors
+        root = cfg.root
+        if not (root / "manifest.json").is_file():
+            raise DatasetError(f"data_root {root}: no Fashion-Shapes there (manifest.json is missing); generate one "
+                               f"with `python -m qurelib.data.synthetic --out {root}`, or leave data_root empty")
+        bad = _unreadable_images(cfg)
+    else:  # the project's own generated folder: deterministic, so what is damaged is regenerated
+        root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.data_seed)
         try:
             bad = _unreadable_images(cfg)
         except DatasetError as error:  # a generated file is missing or malformed
             warnings.warn(f"Fashion-Shapes at {root} does not load; regenerating it. {error}", stacklevel=2)
             bad = True
         if bad:
-            root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.seed, force=True)
+            root = make_fashion_shapes(cfg.root, cfg.data_profile, seed=cfg.data_seed, force=True)
             bad = _unreadable_images(cfg)
     if bad:
         listing = "\n".join(f"  {split}: {image_id} -> {path}" for split, image_id, path in bad[:20])
         raise DatasetError(f"{len(bad)} image(s) of {root} are missing or do not decode:\n{listing}\n"
                            f"see README.md, section 'Datasets'")
-    write_json_atomic(cfg.run_dir / "data.json", {"dataset": cfg.dataset, "root": str(root)})
+    write_json_atomic(cfg.run_dir / "data.json", {"dataset": cfg.dataset, "root": str(root),
+                                                  "digest": dataset_digest(cfg)})
     return root
 
 
@@ -106,7 +115,8 @@ def backbone(cfg: StudyConfig, progress: bool = True):
     if cfg.model_name != "tiny":
         return load_model(cfg.model_name, device=cfg.device), None
     return pretrain_tiny(cfg.root, cfg.run_dir / "pretrained", epochs=cfg.pretrain_epochs, seed=cfg.seed,
-                         device=cfg.device, progress=progress)
+                         device=cfg.device, progress=progress,
+                         identity={"code": code_digest(), "data": dataset_digest(cfg)})
 
 
 def load_named_model(cfg: StudyConfig, name: str):
@@ -170,7 +180,7 @@ def image_cache(cfg: StudyConfig, model, progress: bool = True) -> ImageCache:
     if cfg.model_name != "tiny":
         return build_image_cache(model, splits, progress=progress)
     ids = sorted({i for s in splits for i in split_image_ids(s)})
-    key = _vision_fingerprint(model, ids)
+    key = _vision_fingerprint(model, ids) + ":" + dataset_digest(cfg)  # the pixels too, not only their ids
     path = cfg.run_dir / "image_cache.pt"
     saved = _read_image_cache(path, model.device)
     if saved is not None and saved["key"] == key:
@@ -198,16 +208,28 @@ def _read_image_cache(path: Path, device) -> dict | None:
     return None
 
 
-def _set_aside_if_changed(run_dir: Path, config: TrainConfig) -> None:
-    """A stage rebuilt with other settings starts its run afresh: an existing run of a different
-    config moves to runs/<profile>/stale/<name>-<time>/ (kept, never deleted) with a warning."""
+def _set_aside_if_changed(run_dir: Path, config: TrainConfig, identity: dict) -> None:
+    """A stage rebuilt with other settings, code, data, backbone or world size (`identity`) starts
+    its run afresh: an existing run made otherwise moves to runs/<profile>/stale/<name>-<time>/
+    (kept, never deleted) with a warning naming what changed. So does a run whose checkpoint is
+    damaged (it could neither resume nor be evaluated)."""
     saved_path = run_dir / "config.json"
     if not saved_path.is_file():
-        return
-    try:
-        diff = config_differences(read_json_object(saved_path, "").get("train_config", {}), config)
-    except ValueError:  # damaged: whether the run may resume is unknown, so it starts afresh
-        diff = [f"{saved_path} is damaged"]
+        if not run_dir.exists():
+            return
+        diff = [f"{saved_path} is missing"]
+    else:
+        try:
+            saved = read_json_object(saved_path, "")
+            diff = config_differences(saved.get("train_config", {}), config) + \
+                identity_changes(saved.get("identity"), identity)
+        except ValueError:  # damaged: whether the run may resume is unknown, so it starts afresh
+            diff = [f"{saved_path} is damaged"]
+    if not diff and (run_dir / CHECKPOINT).exists():
+        try:
+            verify_checkpoint(run_dir / CHECKPOINT)
+        except ModelLoadError as error:
+            diff = [f"its checkpoint is unusable ({error})"]
     if diff:
         stale = run_dir.parent / "stale" / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         stale.parent.mkdir(parents=True, exist_ok=True)
@@ -240,11 +262,12 @@ def run_warmup(cfg: StudyConfig, model, train_splits, cache, progress: bool = Tr
     """Epochs [0, E // n_def) with random negatives and the Bradley-Terry loss, in runs/<p>/warmup;
     nproc > 1: data-parallel on that many processes (`train_elsewhere`)."""
     config = cfg.train_config(progress=progress)
-    _set_aside_if_changed(cfg.run_dir / WARMUP_RUN, config)
+    identity = run_identity(cfg, nproc)
+    _set_aside_if_changed(cfg.run_dir / WARMUP_RUN, config, identity)
     if nproc > 1:
         return train_elsewhere(cfg, "warmup", WARMUP_RUN, nproc, model, progress=progress)
     return train(model, train_splits, config, cfg.run_dir / WARMUP_RUN, image_cache=cache,
-                 stop_epoch=config.period)
+                 stop_epoch=config.period, identity=identity)
 
 
 # --- 02: mining audit ---------------------------------------------------------------------------
@@ -406,7 +429,8 @@ def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str,
     if problems:  # checked before anything moves: the finished run stays where stage 04 finds it
         raise ValueError(f"{run_name}: cannot fork the warm-up run ({'; '.join(problems)}). Rerun the warm-up "
                          f"with the same settings (stage 01: `make reproduce` reruns it when the parameters change)")
-    _set_aside_if_changed(cfg.run_dir / run_name, config)
+    identity = run_identity(cfg, nproc, init=cfg.run_dir / WARMUP_RUN)
+    _set_aside_if_changed(cfg.run_dir / run_name, config, identity)
     if nproc > 1:
         return train_elsewhere(cfg, "finetune", run_name, nproc, model, val=val_splits is not None,
                                run_name=run_name, strategy=strategy, rule=rule,
@@ -414,7 +438,7 @@ def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str,
                                exclude_reference=exclude_reference, audit_k=audit_k, audit_ratio=audit_ratio,
                                eval_every=eval_every, progress=progress)
     return train(model, train_splits, config, cfg.run_dir / run_name, image_cache=cache, val_splits=val_splits,
-                 init_from=cfg.run_dir / WARMUP_RUN)
+                 init_from=cfg.run_dir / WARMUP_RUN, identity=identity)
 
 
 def run_baseline(cfg: StudyConfig, train_splits, cache, *, val_splits=None, eval_every: int = 1,
@@ -423,12 +447,14 @@ def run_baseline(cfg: StudyConfig, train_splits, cache, *, val_splits=None, eval
     every other run (`load_named_model(cfg, "pretrained")`), same epochs, schedule and data, in
     runs/<profile>/info_nce. nproc > 1: data-parallel, the negatives being the global batch."""
     config = cfg.train_config(loss="info_nce", eval_every=eval_every if val_splits else 0, progress=progress)
-    _set_aside_if_changed(cfg.run_dir / BASELINE_RUN, config)
+    identity = run_identity(cfg, nproc)
+    _set_aside_if_changed(cfg.run_dir / BASELINE_RUN, config, identity)
     if nproc > 1:
         return train_elsewhere(cfg, "baseline", BASELINE_RUN, nproc, val=val_splits is not None,
                                eval_every=eval_every, progress=progress)
     model = load_named_model(cfg, "pretrained")
-    return train(model, train_splits, config, cfg.run_dir / BASELINE_RUN, image_cache=cache, val_splits=val_splits)
+    return train(model, train_splits, config, cfg.run_dir / BASELINE_RUN, image_cache=cache, val_splits=val_splits,
+                 identity=identity)
 
 
 def history_table(history: list[dict]) -> Table:
