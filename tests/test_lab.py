@@ -89,3 +89,19 @@ def test_the_sweep_figure(rows):
     assert table == rows and len(fig.axes) == 2 * 4
     assert all(ax.get_xscale() == "log" for ax in fig.axes)
     assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_drop_explorer_redraws_in_place():
+    pytest.importorskip("ipywidgets")
+    panel = lab.drop_explorer(("drops/released", "top_k"), k=20, ratio=0.95)
+    (left, right), caption, image, table, errors = panel.children[0].children, *panel.children[1:]
+    sliders = {s.description: s for s in (*left.children, *right.children)}
+    start = lab.shape_defaults()
+    assert [s.value for s in sliders.values()] == [*(start[name] for name in lab.CONTROLS), 0]  # the last: seed
+    assert image.value[:4] == b"\x89PNG" and "r = 30" in caption.value and "drops, released" in table.value
+    before = bytes(image.value)
+    sliders["cliff / gap (r)"].value = 2.0
+    assert bytes(image.value) != before and "<b>r = 2</b>" in caption.value and "no rule" in caption.value
+    sliders["true positives"].value = 12
+    assert ">11<" in table.value  # top-k now mines the 11 other positives
+    assert errors.outputs == ()
