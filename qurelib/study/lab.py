@@ -22,6 +22,7 @@ from qurelib.study import plots
 from qurelib.study.display import figure_png
 from qurelib.study.tables import Table
 
+SHAPE_FIELDS = tuple(f.name for f in fields(anatomy.CurveShape))
 # slider of each CurveShape field: (kind, min, max, step, label); "log" sliders step in powers of 10
 CONTROLS = {"n_positives": ("int", 1, 20, 1, "true positives"),
             "n_near": ("int", 1, 120, 1, "near misses"),
@@ -45,9 +46,9 @@ def mine_curve(curve: dict, specs, *, k: int, ratio: float, consecutive_threshol
 
 
 def rule_counts(curve: dict, sets: dict) -> dict:
-    """{spec: {"size", "near", "fn", "bulk", "tail", "first_rank", "last_rank"}}: what each H holds
-    (near misses, true positives = false negatives, bulk and tail images) and the ranks it spans
-    (None for an empty H); the tier counts come from `anatomy.set_outcomes`."""
+    """{spec: {"size", "near", "fn", "bulk", "tail", "first_rank", "last_rank", "is_tier"}}: what
+    each H holds (near misses, true positives = false negatives, bulk and tail images), the ranks it
+    spans (None for an empty H) and whether it is the near-miss tier (`anatomy.set_outcomes`)."""
     row = np.asarray(curve["scores"])
     rank_of = np.empty(len(row), dtype=np.int64)
     rank_of[np.argsort(-row, kind="stable")] = np.arange(len(row))
@@ -153,8 +154,6 @@ def drop_explorer(specs=anatomy.SWEEP_RULES, *, k: int, ratio: float, consecutiv
     return widgets.VBox([widgets.HBox([widgets.VBox(boxes[:4]), widgets.VBox(boxes[4:])]), caption, image, table,
                          errors])
 
-
-SHAPE_FIELDS = tuple(f.name for f in fields(anatomy.CurveShape))
 
 
 def sweep_facts(rows, counts: dict) -> dict:
