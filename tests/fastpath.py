@@ -1,9 +1,10 @@
-"""How many rows the mining fast path decided itself (test helper).
+"""Which rows the mining fast path decided itself (test helper).
 
 `kernels.mine_hard_negatives_batched` returns the rows its top-m selection cannot settle as
-undecided; `qure` hands them to its reference row function. A parity test that only ever reaches that hand-off compares the
-reference with itself, so the parity tests count the rows the fast path decided and assert a
-minimum share. `mine_fast` is the one place that knows how the count is obtained; the totals are
+undecided; `qure` hands them to its reference row function. A parity test that only ever reaches
+that hand-off compares the reference with itself, so the parity tests check which rows the fast path decided (every row
+the oracle says its top-m settles, `mining_oracle.top_m_settles`; all of them with a top-m of
+every drop). `mine_fast` is the one place that knows how those rows are obtained; the totals are
 printed at the end of the run (see conftest.pytest_terminal_summary).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
 import torch
 
 from qurelib import kernels, qure
@@ -22,8 +24,9 @@ TOTALS: dict[str, list[int]] = defaultdict(lambda: [0, 0])
 def mine_fast(scores: torch.Tensor, target: torch.Tensor, *, backend: str, exclude=None, top_m: int = 8,
               block_rows: int = 5, strategy: str = "drops", rule: str = "released",
               consecutive_threshold: int = 1, k: int | None = None, ratio: float | None = None,
-              window: int | float | None = None, record: str | None = None) -> tuple[qure.HardNegativeSets, int]:
-    """The fast path's sets and the number of rows it left undecided (which `qure` would hand
+              window: int | float | None = None, record: str | None = None
+              ) -> tuple[qure.HardNegativeSets, np.ndarray]:
+    """The fast path's sets and the (Q,) bool rows it left undecided (which `qure` would hand
     to its reference row function; here they are mined by that function so the sets are complete)."""
     width = qure.window_size(window, scores.shape[1])
     sets, fallback, undecided = kernels.mine_hard_negatives_batched(
@@ -35,8 +38,7 @@ def mine_fast(scores: torch.Tensor, target: torch.Tensor, *, backend: str, exclu
         excl = -1 if exclude is None else int(exclude[q])
         sets[q], fallback[q] = qure._mine_row(row, int(target[q]), excl, strategy, rule, consecutive_threshold,
                                               k, ratio, width)
-    n_undecided = int(undecided.sum())
     if record is not None:
-        TOTALS[record][0] += len(sets) - n_undecided
+        TOTALS[record][0] += len(sets) - int(undecided.sum())
         TOTALS[record][1] += len(sets)
-    return qure.HardNegativeSets.from_lists(sets, fallback), n_undecided
+    return qure.HardNegativeSets.from_lists(sets, fallback), undecided

@@ -75,12 +75,17 @@ def choose_drops(drops: list[float], rule: str, consecutive_threshold: int = 1):
                 return a, b
         return None
     if rule == "scale_free":
-        relative = []
-        for j in range(len(drops)):
-            near = drops[max(0, j - HALF_WIDTH):min(len(drops), j + HALF_WIDTH + 1)]
-            relative.append(drops[j] / max(statistics.median(near), EPS))
-        return choose_drops(relative, "released", consecutive_threshold)
+        return choose_drops(relative_drops(drops), "released", consecutive_threshold)
     raise ValueError(rule)
+
+
+def relative_drops(drops: list[float]) -> list[float]:
+    """scale_free's r_j = d_j / max(median of the drops at j-5 .. j+5 that exist, 1e-6)."""
+    relative = []
+    for j in range(len(drops)):
+        near = drops[max(0, j - HALF_WIDTH):min(len(drops), j + HALF_WIDTH + 1)]
+        relative.append(drops[j] / max(statistics.median(near), EPS))
+    return relative
 
 
 def window_items(window, n: int):
@@ -125,6 +130,37 @@ def mine_row(row, target: int, *, strategy: str = "drops", rule: str = "released
         return (tail if tail else others), True
     a, b = pair
     return tail[a + 1:b + 1], False
+
+
+def top_m_settles(row, target: int, *, top_m: int, strategy: str = "drops", rule: str = "released",
+                  consecutive_threshold: int = 1, k: int | None = None, ratio: float | None = None,
+                  exclude: int = -1, window=None) -> bool:
+    """Whether the `top_m` steepest drops alone settle the query, as `qurelib.kernels` states when
+    its fast path may leave a row to the reference: that path must decide every row this is True for.
+
+    Only the drops strategy searches drops. A search over at most top_m drops sees them all. Beyond
+    that, the top_m steepest must be known by value (not when the top_m-th and the next are equal),
+    and the rule must find its pair among them: "paper" always does (its two steepest); "released"
+    and "scale_free" (over relative drops) only if one walked pair is wider than the threshold.
+    `k` and `ratio` are accepted (and ignored) so a strategy's keywords can be passed as they are.
+    """
+    if strategy != "drops":
+        return True
+    width = window_items(window, len(row))
+    ranked = ranking(row, exclude)
+    tail = ranked[ranked.index(target) + 1:]
+    searched = tail if width is None else tail[:width]
+    drops = drop_sizes([float(row[c]) for c in searched])
+    if rule == "scale_free":
+        drops = relative_drops(drops)
+    if len(drops) <= top_m:
+        return True
+    order = steepest_first(drops)
+    if drops[order[top_m - 1]] == drops[order[top_m]]:
+        return False
+    if rule == "paper":
+        return True
+    return any(abs(order[i] - order[i + 1]) > consecutive_threshold for i in range(top_m - 1))
 
 
 def mine(scores, targets, *, exclude=None, **kw) -> tuple[list[list[int]], list[bool]]:

@@ -79,24 +79,38 @@ def _assert_equal(name, sets, want_sets, want_flags):
     assert sets.fallback.tolist() == want_flags, f"{name}: fallback flags"
 
 
+def settled_rows(scores, target, exclude=None, *, top_m=8, **cfg) -> list[bool]:
+    """Per query: whether the oracle says a top-m settles it (`mining_oracle.top_m_settles`)."""
+    rows = np.asarray(scores, dtype=np.float32)
+    excl = [-1] * len(rows) if exclude is None else [int(e) for e in exclude]
+    return [oracle.top_m_settles(rows[q], int(target[q]), top_m=top_m, exclude=excl[q], **cfg)
+            for q in range(len(rows))]
+
+
 def check_against_oracle(scores, target, exclude=None, *, group, min_share=0.0, configs=CONFIGS):
     """Every impl equals the oracle; returns nothing. With the default top-m the fast path must
-    decide at least `min_share` of the drops rows; with top-m = N it must decide all of them."""
+    decide every row the oracle says the top-m settles, and at least `min_share` of all rows (a
+    property of the rows, not of the kernel: 1.0 for hand-built rows the top-m settles, 0.95 for
+    realistic curves, the claim that the default top-m suffices in practice); with top-m = N it
+    must decide all of them."""
     n = scores.shape[1]
     for cfg in configs:
         full = dict(rule="released", consecutive_threshold=1, k=None, ratio=None) | cfg
         want_sets, want_flags = oracle.mine(scores, target, exclude=exclude, **full)
         ref = qure.mine_hard_negatives(scores, target, exclude=exclude, impl="reference", **cfg)
         _assert_equal(f"reference {cfg}", ref, want_sets, want_flags)
+        settled = settled_rows(scores, target, exclude, **full)
         for backend in ("numpy", "torch"):
             got, undecided = mine_fast(scores, target, backend=backend, exclude=exclude, record=group, **full)
             _assert_equal(f"{backend} {cfg}", got, want_sets, want_flags)
-            assert undecided <= (1 - min_share) * len(got), \
-                f"{backend} {cfg}: the fast path decided only {len(got) - undecided} of {len(got)} rows"
+            missed = [q for q in range(len(got)) if undecided[q] and settled[q]]
+            assert not missed, f"{backend} {cfg}: rows {missed} are settled by the top-m but left to the reference"
+            assert undecided.sum() <= (1 - min_share) * len(got), \
+                f"{backend} {cfg}: the fast path decided only {len(got) - undecided.sum()} of {len(got)} rows"
             got, undecided = mine_fast(scores, target, backend=backend, exclude=exclude, top_m=n,
                                        record=f"{group} (top-m = N)", **full)
             _assert_equal(f"{backend} top-m=N {cfg}", got, want_sets, want_flags)
-            assert undecided == 0, f"{backend} {cfg}: {undecided} rows left to the reference with top-m = N"
+            assert not undecided.any(), f"{backend} {cfg}: {undecided.sum()} rows left to the reference with top-m = N"
             if cfg["strategy"] == "drops":  # the smallest top-m that can still find a pair
                 got, _ = mine_fast(scores, target, backend=backend, exclude=exclude, top_m=2, **full)
                 _assert_equal(f"{backend} top-m=2 {cfg}", got, want_sets, want_flags)
@@ -123,11 +137,9 @@ def _random_scores(kind, seed):
 @pytest.mark.parametrize("kind", ["gaussian", "few_levels", "half_steps"])
 def test_random_scores_match_the_oracle(kind, seed):
     scores, target, exclude = _random_scores(kind, seed)
-    # distinct gaussian drops: the top-m settles (almost) every row itself
-    share = 0.9 if kind == "gaussian" else 0.0
-    check_against_oracle(scores, target, group=f"random {kind}", min_share=share)
+    check_against_oracle(scores, target, group=f"random {kind}")
     if exclude is not None:
-        check_against_oracle(scores, target, exclude, group=f"random {kind} + exclude", min_share=share)
+        check_against_oracle(scores, target, exclude, group=f"random {kind} + exclude")
 
 
 def adversarial_cases():
@@ -201,7 +213,7 @@ def test_a_tie_at_the_mth_steepest_drop_goes_to_the_reference():
                          configs=[dict(strategy="drops", rule="released"), dict(strategy="drops", rule="paper")])
     for backend in ("numpy", "torch"):  # released: the walk reaches the tied drop, so none is decided
         _, undecided = mine_fast(scores, torch.zeros(len(rows), dtype=torch.long), backend=backend)
-        assert undecided == len(rows)
+        assert undecided.all()
 
 
 def test_integer_scores_that_force_the_slow_path():
@@ -230,7 +242,7 @@ def test_top_m_equal_to_the_number_of_tail_drops_decides_every_row():
         for backend in ("numpy", "torch"):
             got, undecided = mine_fast(scores, target, backend=backend, top_m=n - 2, rule=rule)
             _assert_equal(f"{backend} {rule}", got, want_sets, want_flags)
-            assert undecided == 0
+            assert not undecided.any()
 
 
 def test_realistic_curves_are_decided_by_the_fast_path():
