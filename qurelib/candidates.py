@@ -28,10 +28,12 @@ rank(target) + k + 1, percent-of-positive (with k) the first k images under its 
 The whole-tail rules (window=None, strategy "all", percent-of-positive without k) need the whole
 curve: `mine_on_candidates` refuses them (ValueError naming the parameter).
 
-Bitwise equality with full-corpus scores: BLAS results depend on the matrix shape in the query
-dimension (MKL on AVX2 takes other kernels for fewer than 12 rows except 4 and 8), not on which or
-how many corpus columns are scored. Rescoring therefore always calls `qure.score_corpus` on blocks
-of exactly min(RESCORE_ROWS, Q) query rows, against the union of the block's candidates.
+Bitwise equality with full-corpus scores (the sets hang on ties and on which drop is steeper, so
+"equal to rounding" is not enough): BLAS results depend on the number of query rows of a product
+(MKL on AVX2 rounds differently below 12 rows, except 4 and 8), not on which or how many corpus
+columns are scored, nor on the thread count. Rescoring therefore calls `qure.score_corpus` on
+blocks of exactly b query rows against the union of the block's candidates, b the fewest rows
+found to round like a call with all the queries (`rescore_block`, checked on the data per call).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import math
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import faiss
@@ -85,6 +88,20 @@ def _as_tokens(corpus_tokens) -> torch.Tensor:
 
 def _gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _to_gpu(index: faiss.Index, gpu: bool | None) -> tuple[object, faiss.Index]:
+    """(GPU resources, the index on GPU 0) when asked (gpu=True) or, by default, when faiss has a
+    GPU and the index family runs there; (None, index) otherwise. gpu=True without one raises."""
+    if gpu is False or (gpu is None and not _gpu_available()):
+        return None, index
+    resources = faiss.StandardGpuResources()
+    try:
+        return resources, faiss.index_cpu_to_gpu(resources, 0, index)
+    except RuntimeError:  # e.g. HNSW: no GPU version
+        if gpu:
+            raise
+        return None, index
 
 
 @dataclass(eq=False)
@@ -155,9 +172,8 @@ def build_index(corpus_tokens, factory: str = "Flat", *, search_params: str = ""
     flat = tokens.detach().float().cpu().reshape(n * t, d).contiguous().numpy()  # (N*T, D) float32
     faiss.omp_set_num_threads(torch.get_num_threads())
     index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-    gpu = _gpu_available() if gpu is None else gpu
-    resources = faiss.StandardGpuResources() if gpu else None
-    work = faiss.index_cpu_to_gpu(resources, 0, index) if gpu else index
+    resources, work = _to_gpu(index, gpu)
+    gpu = resources is not None
     if not work.is_trained:
         nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 256
         size = min(n * t, train_per_list * nlist)
@@ -260,16 +276,28 @@ def _rescore(query: torch.Tensor, tokens: torch.Tensor, rows: np.ndarray, local:
     (R, L) (shard rows, -1 holes: NaN), by `qure.score_corpus` on blocks of b query rows and the
     union of their images."""
     out = np.full(local.shape, np.nan, dtype=np.float32)
-    for block, part in _query_blocks(len(rows), b):
-        sub = local[part]  # (b', L)
-        union = np.unique(sub[sub >= 0])  # (U,)
-        if not len(union):
-            continue
-        q = query[torch.as_tensor(rows[block], device=query.device)]  # (b, D)
-        s = qure.score_corpus(q, tokens[torch.as_tensor(union, device=tokens.device)]).float().cpu().numpy()  # (b, U)
-        vals = np.take_along_axis(s[:len(part)], np.searchsorted(union, np.maximum(sub, 0)), axis=1)
-        out[part] = np.where(sub >= 0, vals, np.nan)
+    with _one_thread():  # many small products: one thread is faster, and MKL rounds the same
+        for block, part in _query_blocks(len(rows), b):
+            sub = local[part]  # (b', L)
+            union = np.unique(sub[sub >= 0])  # (U,)
+            if not len(union):
+                continue
+            q = query[torch.as_tensor(rows[block], device=query.device)]  # (b, D)
+            s = qure.score_corpus(q, tokens[torch.as_tensor(union, device=tokens.device)])  # (b, U)
+            at = np.searchsorted(union, np.maximum(sub, 0))  # (b', L) columns of s
+            out[part] = np.where(sub >= 0, np.take_along_axis(s.float().cpu().numpy()[:len(part)], at, 1), np.nan)
     return out
+
+
+@contextmanager
+def _one_thread():
+    """torch on one CPU thread inside the block (restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _search_shard(index: CandidateIndex, query: np.ndarray, depths: np.ndarray, hits_per_image: int,
@@ -309,7 +337,8 @@ def _candidates(query: torch.Tensor, tokens: torch.Tensor, index: CandidateIndex
     each row's target among its ids and its excluded column never."""
     t0 = time.perf_counter()
     q = query[torch.as_tensor(rows, device=query.device)]  # (R, D)
-    unit = max(torch.finfo(query.dtype).eps, torch.finfo(torch.float32).eps) / 2
+    unit = max(torch.finfo(query.dtype).eps, torch.finfo(torch.float32).eps) / 2  # rounding of one product
+    unit = max(unit, 2.0**-11) if index.gpu_index is not None else unit  # a GPU may multiply in TF32
     margin = CERTIFY_ULPS * (index.dim + 1) * unit * index.max_norm * \
         torch.linalg.vector_norm(q.double(), dim=1).cpu().numpy()  # (R,) FAISS vs torch rounding
     img, bound = _search_shard(index, q.detach().float().cpu().numpy(), depths, hits_per_image, margin)

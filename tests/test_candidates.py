@@ -192,7 +192,7 @@ def test_approximate_indexes_run_and_agree_when_exhaustive(corpus):
     """IVF with every list probed, and HNSW with a wide beam, on a 2,000-token corpus: candidates
     are trusted (nothing certifies them), the sets agree with exact mining."""
     query, tokens, target, _ = corpus
-    for factory, params in (("IVF16,Flat", "nprobe=16"), ("HNSW16", "efSearch=512"), ("IVF16,PQ8x4fs,RFlat", "nprobe=16")):
+    for factory, params in (("IVF16,Flat", "nprobe=16"), ("HNSW16", "efSearch=512"), ("IVF16,SQ8,RFlat", "nprobe=16")):
         index = candidates.build_index(tokens, factory, search_params=params)
         assert not index.exact and index.search_params == params
         sets, report = candidates.mine_on_candidates(query, tokens, target, index=index, depth=64, **WINDOWED[0])
@@ -215,3 +215,23 @@ def test_sharded_world_2_equals_one_process(tmp_path):
     assert two["n_total"] == 301 and two["offset"] == 0
     assert_same_sets(qure.HardNegativeSets(two["indptr"], two["indices"], two["fallback"]), one)
     assert report.widened + report.exact_depth > 0  # the sharded run went through the widening too
+
+
+def test_scale_bench_smoke(tmp_path):
+    """The benchmark's own comparisons on a tiny corpus: the Flat index agrees exactly, every row
+    has its timings, and the figures and table are written."""
+    from qurelib.bench import scale
+
+    rows = scale.bench_size(1500, 24, t=4, d=16, depth=32, nprobes=(2, 64))
+    exact, flat, *ivf = rows
+    assert exact["method"] == "exact" and flat["method"] == "index Flat" and len(ivf) == 2
+    assert flat["mean Jaccard"] == 1.0 and flat["identical"] == 1.0
+    assert ivf[1]["mean Jaccard"] >= ivf[0]["mean Jaccard"] - 0.05  # more lists searched: no worse (noise aside)
+    assert all(r["mine s"] > 0 and "search_s" in r for r in rows[1:])
+    scale.plot_cost(rows + [dict(r, N=3000) for r in rows], tmp_path)
+    scale.plot_recall(rows, tmp_path)
+    scale.write_table(rows, tmp_path / "t.md")
+    assert {p.name for p in tmp_path.iterdir()} >= {"fig_scale_cost.png", "fig_scale_cost.csv",
+                                                   "fig_scale_recall.png", "fig_scale_recall.csv", "t.md"}
+    a, b = scale.fit_power([10, 100, 1000], [2.0, 20.0, 200.0])
+    assert b == pytest.approx(1.0) and a == pytest.approx(0.2)

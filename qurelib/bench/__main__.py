@@ -1,6 +1,7 @@
 """`make bench`: side-by-side timings of qurelib's fast paths against the naive ways.
 
     python -m qurelib.bench [--quick] [--device cpu|cuda] [--only mining,scoring,model,train,sharded]
+    python -m qurelib.bench --only scale   # mining on FAISS candidates up to 1M images (~10 CPU minutes)
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 
 import torch
 
-from qurelib.bench import fastpaths, model, sharded, training
+from qurelib.bench import fastpaths, model, scale, sharded, training
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -49,6 +50,10 @@ def main(argv=None) -> None:
     if "sharded" in parts:  # CIRR val/train scale: 28,225 queries x 16,939 images
         new = sharded.bench_sharded_mining(*((400, 1700) if args.quick else (28225, 16939)))
         new += sharded.bench_heavy_tail(*((200, 1700) if args.quick else (2000, 16939)))
+        rows += new
+        _print_table(new)
+    if "scale" in parts:  # not in the default --only: 10k-1M images, figures/scale and docs/SCALE.md's table
+        new = scale.bench_scale(quick=args.quick)
         rows += new
         _print_table(new)
     if args.json:
