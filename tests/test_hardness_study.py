@@ -75,18 +75,29 @@ def test_last_mining_hardness_takes_each_runs_last_remining():
 
 
 def test_built_curves_put_h_where_the_structure_says():
+    """Rates over 60 built curves of each kind, with margins of several standard deviations: the
+    curves are random, so a claim about any one of them holds for its seed only (over 1500 seeds
+    the released rule missed the tier on 2 % of the light-tailed curves, and the heavy tail's
+    random gaps derailed it on 3 heavy-tailed curves in 4, not on all). The window finds the near
+    misses on (nearly) every curve, the released rule on nearly every light-tailed one and on at
+    most half of the heavy-tailed ones; a rule that misses the tier takes bulk or outliers, not a
+    part of the tier (no exception in those 6000 minings)."""
     rules = ["drops/released", "drops/released@0.05"]  # scale_free: right on some seeds only (notebook 02)
-    for seed in range(3):
-        light = anatomy.synthetic_curve(seed=seed)
-        for rule, h in anatomy.mine_rules(light, rules).items():
-            near = light["tiers"][h] == 1
-            assert near.sum() >= 28 and near.mean() > 0.9, (seed, rule)  # the 30 near misses, little else
-        heavy = anatomy.synthetic_curve(n_outliers=15, seed=seed)
-        got = anatomy.mine_rules(heavy, rules)
-        released = heavy["tiers"][got["drops/released"]]
-        assert (released == 1).mean() < 0.1  # the tail's wide gaps win: H is bulk or outliers
-        windowed = heavy["tiers"][got["drops/released@0.05"]]
-        assert (windowed == 1).sum() >= 28 and (windowed == 1).mean() > 0.9
+    found = {(tail, rule): 0 for tail in ("light", "heavy") for rule in rules}
+    part_of_the_tier = []
+    for seed in range(60):
+        for tail, curve in (("light", anatomy.synthetic_curve(seed=seed)),
+                            ("heavy", anatomy.synthetic_curve(n_outliers=15, seed=seed))):
+            for rule, h in anatomy.mine_rules(curve, rules).items():
+                near = curve["tiers"][h] == 1
+                hit = near.sum() >= 28 and near.mean() > 0.9  # the 30 near misses, little else
+                found[tail, rule] += int(hit)
+                if not hit and near.mean() >= 0.1:
+                    part_of_the_tier.append((seed, tail, rule))
+    assert found["light", "drops/released@0.05"] >= 57 and found["heavy", "drops/released@0.05"] >= 57  # 60
+    assert found["light", "drops/released"] >= 52  # expected 59 (1.2 misses)
+    assert found["heavy", "drops/released"] <= 30  # expected 15 (sd 3.4): the tail's wide gaps win
+    assert len(part_of_the_tier) <= 3, part_of_the_tier  # expected 0
 
 
 def test_curve_anatomy_sees_a_sparse_lower_tail():
@@ -123,9 +134,21 @@ def test_hardness_and_tier_figures_draw_what_they_are_given():
 
 
 def test_near_miss_hits_counts_the_curves_where_h_is_the_tier():
-    rows = anatomy.near_miss_hits(["drops/released", "drops/released@0.05"], seeds=4)
-    # by construction (see test_built_curves_put_h_where_the_structure_says): the window finds the
-    # tier on every curve, the released rule on every light-tailed one and on few heavy-tailed ones
-    assert [list(r.values()) for r in rows] == [["drops/released", 4, rows[0][list(rows[0])[2]]],
-                                                ["drops/released@0.05", 4, 4]]
-    assert rows[0][list(rows[0])[2]] <= 1
+    """The table's counts are the curves of seeds 0 .. seeds-1 whose H is the tier (at least 28 of
+    the 30 near misses and 90 % of H), counted here by hand; the rates themselves are a property
+    of the random curves (test_built_curves_put_h_where_the_structure_says)."""
+    rules = ["drops/released", "drops/released@0.05"]
+
+    def by_hand(rule, seeds, n_outliers):
+        found = 0
+        for seed in range(seeds):
+            curve = anatomy.synthetic_curve(n_outliers=n_outliers, seed=seed)
+            near = curve["tiers"][anatomy.mine_rules(curve, [rule])[rule]] == 1
+            found += int(near.sum() >= 28 and near.mean() > 0.9)
+        return found
+
+    for seeds, n_outliers in ((4, 15), (3, 7)):
+        kw = {} if n_outliers == 15 else dict(n_outliers=n_outliers)  # 15: the default
+        assert anatomy.near_miss_hits(rules, seeds=seeds, **kw) == [
+            {"rule": rule, f"light tails: near misses found (of {seeds})": by_hand(rule, seeds, 0),
+             f"heavy lower tail: near misses found (of {seeds})": by_hand(rule, seeds, n_outliers)} for rule in rules]
