@@ -164,13 +164,13 @@ def test_killed_rank_then_resumed_matches_uninterrupted(forks, smoke_root, tmp_p
     script.write_text(KILLABLE)
     proc = subprocess.Popen([sys.executable, str(script), str(Path(__file__).parent), smoke_root, str(run_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # a guard against a hang, not a time limit: CI machines may be loaded
     while not (run_dir / T.HISTORY).is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)  # into epoch 1 (its re-mining or first batches)
     pid = int((run_dir / "rank1.pid").read_text())
     os.kill(pid, signal.SIGKILL)  # one rank dies; the other fails in its next collective
-    proc.communicate(timeout=120)
+    proc.communicate(timeout=600)
     assert proc.returncode != 0
     assert len(T.read_history(run_dir)) == 1, "rank 1 was not killed mid-run"
     distributed.spawn(W.train_run, 2, smoke_root, str(run_dir), CONFIG)  # resumes after epoch 0
