@@ -37,7 +37,7 @@ export ONEDNN_MAX_CPU_ISA := AVX2
 export NPY_DISABLE_CPU_FEATURES := AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR
 endif
 endif
-STAGES := 00_make_data 01_warmup 02_mine_negatives 03_preference_finetune 04_evaluate 05_explore
+STAGES := 00_make_data 01_warmup 02_mine_negatives 03_preference_finetune 04_evaluate 05_explore 07_drop_lab
 LIB := $(shell find qurelib -name '*.py' 2>/dev/null)
 # Real datasets: make reproduce PROFILE=paper-fiq DATA_ROOT=/path/to/fashioniq
 DATA_ROOT ?=
@@ -65,6 +65,7 @@ help:
 	@echo "make lavis-parity                       the LAVIS converter against salesforce-lavis itself"
 	@echo "make mutation [MUTATION=train]          mutmut kill scores of the core (slow; docs/MUTATION.md)"
 	@echo "make lab                                JupyterLab on notebooks/ (installs it into .venv)"
+	@echo "make lab-slides                         notebook 07 (the drop lab) as reveal.js slides and HTML"
 	@echo "make readme-figures                     copy the README's figures from runs/default/ into figures/"
 	@echo "make smoke-digest                       rewrite tests/expected/smoke_digest.json (a deliberate change of numbers)"
 	@echo "make lock                               re-resolve requirements.lock (a deliberate upgrade)"
@@ -119,7 +120,7 @@ mutation: venv
 
 # --- the reproduction chain: stage N reads what stage N-1 wrote under runs/<profile>/ -------
 ifeq ($(strip $(SEEDS)$(DATA_SEEDS)),)
-reproduce: venv $(RUN)/05_explore.ipynb $(RUN)/html/index.html
+reproduce: venv $(RUN)/05_explore.ipynb $(RUN)/07_drop_lab.ipynb $(RUN)/html/index.html
 	@echo "done: executed notebooks, results and figures in $(RUN)/ (figures/: make readme-figures)"
 	@echo "      the study in a browser: $(RUN)/html/index.html"
 	@test ! -f $(RUN)/results.md || cat $(RUN)/results.md
@@ -163,6 +164,8 @@ $(RUN)/02_mine_negatives.ipynb: $(RUN)/01_warmup.ipynb
 $(RUN)/03_preference_finetune.ipynb: $(RUN)/02_mine_negatives.ipynb
 $(RUN)/04_evaluate.ipynb: $(RUN)/03_preference_finetune.ipynb
 $(RUN)/05_explore.ipynb: $(RUN)/04_evaluate.ipynb
+# 07, the drop lab: built curves, no model; depends on no earlier stage
+$(RUN)/07_drop_lab.ipynb: notebooks/07_drop_lab.ipynb params/$(PROFILE).yaml $(LIB) | venv
 
 # the executed notebooks as HTML pages (figures embedded) and an index with the results tables
 $(RUN)/html/index.html: $(patsubst %,$(RUN)/%.ipynb,$(STAGES)) qurelib/study/html_report.py | venv
@@ -224,10 +227,17 @@ browser-check: venv
 clean-runs:
 	rm -rf $(RUN)
 
+# the drop lab as reveal.js slides (code hidden) and HTML; the deck loads reveal.js from its CDN when opened
+.PHONY: lab-slides
+lab-slides: $(RUN)/07_drop_lab.ipynb
+	$(VENV)/bin/jupyter nbconvert --to slides --no-input --output-dir $(RUN)/slides $<
+	$(VENV)/bin/jupyter nbconvert --to html --output-dir $(RUN)/slides $<
+	@echo "slides: $(RUN)/slides/07_drop_lab.slides.html"
+
 # The figures the README shows, copied from a finished default run (a run itself writes only under
 # runs/, so `git status` stays clean); commit them with the README numbers they illustrate.
 README_FIGURES := fig03_score_curves fig05_training_curves_qure fig09_ablation_curves fig10_hardness \
-	fig11_curve_tiers fig12_anatomy fig13_ablation_hardness
+	fig11_curve_tiers fig12_anatomy fig13_ablation_hardness fig14_drop_lab fig15_smoothness_sweep
 readme-figures:
 	@mkdir -p figures/default
 	@for f in $(README_FIGURES); do cp -v $(RUNS)/default/figures/$$f.png figures/default/ || exit 1; done
@@ -255,12 +265,16 @@ LAVIS_TORCH := torch==2.13.0
 LAVIS_SPEC := $(LAVIS_TORCH) torchvision==0.28.0 salesforce-lavis==1.0.2 "numpy<2" "pandas<3"
 .PHONY: lavis-parity
 
+# LAVIS writes a fresh fixture under $(RUNS)/lavis_parity (never over the committed one: a check compares,
+# it does not edit what it checks against); qurelib is checked against that fresh fixture and against the
+# committed one (tests/test_lavis.py). To adopt a fresh fixture: LAVIS_FIXTURE_UPDATE=1.
+LAVIS_FRESH := $(RUNS)/lavis_parity/lavis_tiny
 lavis-parity: venv $(LAVIS_VENV)/.installed
-	$(LAVIS_VENV)/bin/python tools/lavis_parity.py generate
-	$(PY) tools/lavis_parity.py check
-	$(PY) -m pytest -q tests/test_lavis.py
-	@git diff --quiet -- tests/fixtures/lavis_tiny 2>/dev/null || \
-		echo "note: LAVIS wrote a fixture that differs from the committed one (git diff tests/fixtures/lavis_tiny)"
+	rm -rf $(LAVIS_FRESH) && mkdir -p $(dir $(LAVIS_FRESH))
+	$(LAVIS_VENV)/bin/python tools/lavis_parity.py generate $(LAVIS_FRESH)
+	$(PY) tools/lavis_parity.py check $(LAVIS_FRESH)
+	$(PY) -m pytest -q -p no:randomly tests/test_lavis.py
+	$(if $(LAVIS_FIXTURE_UPDATE),cp -r $(LAVIS_FRESH)/. tests/fixtures/lavis_tiny/)
 
 $(LAVIS_VENV)/.installed:
 	test -x $(LAVIS_VENV)/bin/python || $(PYTHON) -m venv $(LAVIS_VENV)

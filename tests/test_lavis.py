@@ -236,3 +236,15 @@ def test_notebook_04_compares_a_checkpoint_named_by_path(fixture_env):
     cfg = study.study_config(**{**smoke, "device": "cpu"})
     model = study.load_named_model(cfg, f"lavis:{FIXTURE / 'model.pth'}")
     assert model.backend == "lavis" and model.vision_frozen
+
+
+def test_no_vocabulary_anywhere_is_named_not_a_five_token_tokenizer(tmp_path, monkeypatch):
+    """transformers 5 builds a tokenizer of its special tokens alone from an empty Hugging Face cache
+    instead of raising; the error must be the missing vocab.txt and where to put it."""
+    from qurelib.model.lavis import BERT_DIR_ENV, lavis_tokenizer
+
+    monkeypatch.delenv(BERT_DIR_ENV, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match=f"(?s)vocab.txt.*{BERT_DIR_ENV}=DIR"):
+        lavis_tokenizer(checkpoint=tmp_path / "model.pth")

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -91,7 +92,7 @@ class CIRSplit:
                                f"{self.remedy or f'{self.layout} {README_POINTER}.'}")
         try:
             with Image.open(path) as img:
-                return img.convert("RGB")
+                return to_rgb(img, path)
         except (OSError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
             raise DatasetError(f"{self.name}: image {image_id!r} at {path} does not decode ({error}). "
                                f"{self.remedy or f'Replace the file; {README_POINTER}.'}") from None
@@ -143,6 +144,26 @@ class CIRSplit:
             if path is None or not path.is_file() or (verify and not _decodes(path)):
                 missing.append((image_id, path))
         return missing
+
+
+# 16-bit and 32-bit integer modes: PIL's convert("RGB") clips them to 255 (a 16-bit image turns
+# almost white), so they are scaled from their full range to 8 bits first
+_WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def to_rgb(image: Image.Image, path: Path | str = "") -> Image.Image:
+    """The image as 8-bit RGB, its intensities kept: 16-bit greyscale (and PIL's 32-bit "I", as which
+    PIL may open a 16-bit PNG) scaled from 0..65535; float images ("F") refused, naming the file."""
+    if image.mode in _WIDE_MODES:
+        values = np.asarray(image, dtype=np.float64)  # (H, W)
+        if values.size and (values.min() < 0 or values.max() > _WIDE_MODES[image.mode]):
+            raise OSError(f"{path}: {image.mode} pixel values outside 0..{_WIDE_MODES[image.mode]}")
+        eight = np.round(values * (255.0 / _WIDE_MODES[image.mode])).astype(np.uint8)
+        return Image.fromarray(eight, mode="L").convert("RGB")
+    if image.mode == "F":
+        raise OSError(f"{path}: a floating-point image (mode F) has no defined 8-bit range; convert it to "
+                      f"8-bit RGB first")
+    return image.convert("RGB")
 
 
 def _decodes(path: Path) -> bool:

@@ -286,6 +286,8 @@ def make_fashion_shapes(out_dir: str | Path, profile: str = "smoke", seed: int =
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown Fashion-Shapes profile {profile!r}; expected {tuple(PROFILES)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:  # before anything is removed
+        raise ValueError(f"Fashion-Shapes seed={seed!r}: expected an int in 0..2**32-1")
     out, continuous = Path(out_dir), profile in CONTINUOUS_PROFILES
     if not force and _matches(out / "manifest.json", profile, seed):
         return out

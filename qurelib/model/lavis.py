@@ -358,10 +358,14 @@ def lavis_tokenizer(directory: str | os.PathLike | None = None, *, checkpoint: s
     if tokenizer is None and directory is None:
         for hub_id in BERT_HUB_IDS:
             try:
-                tokenizer = BertTokenizer.from_pretrained(hub_id, local_files_only=True)
-                break
+                found = BertTokenizer.from_pretrained(hub_id, local_files_only=True)
             except (OSError, ValueError):
                 continue
+            # transformers 5 builds a tokenizer of its 5 special tokens when the cache holds no vocab.txt,
+            # instead of raising: a vocabulary without ordinary words is "not found"
+            if len(found) > 1000 and found.convert_tokens_to_ids("the") != found.unk_token_id:
+                tokenizer = found
+                break
     if tokenizer is None:
         looked = "; ".join(f"{what}: {folder}" for what, folder in places) or "no folder given"
         raise ModelLoadError(

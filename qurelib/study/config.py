@@ -6,10 +6,13 @@ every training setting the study does not name comes from `TrainConfig`'s defaul
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from qurelib import paths
 from qurelib.data.synthetic import PROFILES
@@ -73,9 +76,51 @@ class StudyConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(StudyConfig)}
 
 
+def _assigned_names(source: str) -> list[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    return [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
+
+
+def check_injected_parameters(history: list[str] | None = None) -> None:
+    """TypeError naming every parameter that papermill injected but the notebook does not declare.
+
+    Plain papermill (`papermill nb.ipynb out.ipynb -p epochz 5`) only warns about an unknown name
+    and runs on with the default, so every notebook checks for itself, whichever way it is run:
+    papermill executes cells in order and puts its values in a cell starting "# Parameters" right
+    after the `parameters` cell, so in the kernel's input history (IPython's `In`) the injected cell
+    follows the declared one. history: that list (None: read from the running IPython kernel; outside
+    one, nothing to check)."""
+    if history is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return
+        shell = get_ipython()
+        history = list(shell.user_ns.get("In", [])) if shell is not None else []
+    injected = [i for i, cell in enumerate(history) if i > 0 and cell.lstrip().startswith("# Parameters")]
+    if not injected:
+        return
+    i = injected[-1]
+    declared = set(_assigned_names(history[i - 1]))
+    # `-f params/<profile>.yaml` hands every stage's settings to each notebook: a name some stage
+    # declares (params/smoke.yaml lists them all) is not a typo
+    chain = set(yaml.safe_load((paths.PARAMS_DIR / "smoke.yaml").read_text()) or {})
+    unknown = [n for n in _assigned_names(history[i]) if n not in declared | chain]
+    if unknown:
+        hints = [f"{u!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, declared, 1)) else "")
+                 for u in unknown]
+        raise TypeError(f"unknown parameter(s) {', '.join(hints)}: this notebook does not declare them (papermill "
+                        f"would have run on with the defaults); known: {', '.join(sorted(declared))}")
+
+
 def study_config(**params) -> StudyConfig:
     """StudyConfig from notebook parameters: every shared one must be given with its type; an
-    unknown name is an error that names it and the closest known one."""
+    unknown name is an error that names it and the closest known one (also one papermill injected:
+    `check_injected_parameters`)."""
+    check_injected_parameters()
     unknown = sorted(set(params) - set(FIELDS))
     if unknown:
         hints = [f"{u!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, FIELDS, 1)) else "")
@@ -89,4 +134,6 @@ def study_config(**params) -> StudyConfig:
         ok = {"str": str, "int": int, "float": (int, float)}[expected]
         if not isinstance(value, ok) or isinstance(value, bool):
             raise TypeError(f"parameter {key}={value!r}: expected {expected}")
+        if key in ("seed", "data_seed") and value < 0:  # before anything is generated, moved or trained
+            raise ValueError(f"parameter {key}={value!r}: expected an int >= 0")
     return StudyConfig(**params)

@@ -24,6 +24,9 @@ def query_figure(split, scores: torch.Tensor, query: int, spec: str, *, k: int, 
         query: the query row; spec: the H definition; k, ratio: of the top-k / percent strategies.
     Returns (grid figure, curve figure, curve table: one row per corpus image, `query` = the row).
     """
+    if isinstance(query, bool) or not isinstance(query, int) or not 0 <= query < len(split.queries):
+        raise ValueError(f"query={query!r}: expected a query row in 0..{len(split.queries) - 1} of split "
+                         f"{split.name!r} (its {len(split.queries)} queries)")
     one = replace(split, queries=[split.queries[query]])
     sets = mine_all({"s": scores[query:query + 1]}, {"s": one}, spec, k=k, ratio=ratio,
                     consecutive_threshold=consecutive_threshold)["s"]

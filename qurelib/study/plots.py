@@ -266,7 +266,7 @@ def plot_training_curves(histories: dict, title: str = "") -> tuple[Figure, list
     return fig, table
 
 
-# --- hardness: what H is made of and where it sits (issue 11's teaching figures) ---------------
+# --- hardness: what H is made of and where it sits (the teaching figures) ----------------------
 # colours of attribute distance to the target: 0 = a true positive (a false negative if mined),
 # 1 = a near miss (one attribute off) ... 4 = every attribute off
 DISTANCE_COLOURS = ("#d73027", "#fc8d59", "#fee090", "#91bfdb", "#4575b4", "#313695")

@@ -24,7 +24,17 @@ from pathlib import Path
 
 import papermill
 import yaml
+from jupyter_client.manager import AsyncKernelManager
 from papermill.cli import _resolve_type as papermill_value  # papermill's own -p typing, used as-is
+from traitlets import CaselessStrEnum
+
+
+class LocalKernelManager(AsyncKernelManager):
+    """A stage's kernel on this machine talks over IPC sockets (files in Jupyter's runtime folder), not
+    unencrypted TCP ports: nothing to eavesdrop on, and the kernel starts without ipykernel's warning,
+    so a warning that does appear means something."""
+
+    transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
 
 class StageError(ValueError):
@@ -43,7 +53,13 @@ def stage_parameters(notebook: Path, params_file: Path | None, overrides: list[t
     declared = declared_parameters(notebook)
     known = declared if chain is None else sorted({n for nb in sorted(chain.glob("*.ipynb"))
                                                    for n in declared_parameters(nb)})
-    values = {}
+    values, given = {}, {}
+    for name, raw in overrides:  # one name, one value: `-p profile other` in NB_ARGS beside make's own
+        if name in given and given[name] != raw:
+            raise StageError(f"parameter {name!r} given twice, as {given[name]!r} and {raw!r}"
+                             + (" (use make's PROFILE=..., which also decides where make looks for the run)"
+                                if name == "profile" else ""))
+        given[name] = raw
     if params_file is not None:
         try:
             profile = yaml.safe_load(params_file.read_text()) or {}
@@ -67,15 +83,45 @@ def run_stage(notebook: Path, output: Path, params_file: Path | None = None,
               overrides: list[tuple[str, str]] = (), chain: Path | None = None, progress: bool = True) -> Path:
     """Execute `notebook` into `output` (atomically, see the module docstring); returns `output`."""
     parameters = stage_parameters(notebook, params_file, list(overrides), chain)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:  # a read-only or full runs folder is named here, not by a traceback deep inside a stage
+        output.parent.mkdir(parents=True, exist_ok=True)
+        probe = output.parent / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise StageError(f"cannot write to the runs folder {output.parent} ({error.strerror or error}); "
+                         f"choose a writable one (make ... RUNS=/path, or QURELIB_RUNS_DIR=/path)") from None
     partial = output.with_name(output.stem + ".partial.ipynb")
     output.unlink(missing_ok=True)  # an old result must not survive a failed rerun
-    papermill.execute_notebook(str(notebook), str(partial), parameters=parameters, progress_bar=progress)
+    papermill.execute_notebook(str(notebook), str(partial), parameters=parameters, progress_bar=progress,
+                               kernel_manager_class=LocalKernelManager)
     os.replace(partial, output)
     return output
 
 
+def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(the other arguments, [(name, value)] of every `-p NAME VALUE`), taken before argparse sees
+    them: a value such as -1e-4 is a value, not an option."""
+    rest, pairs, i = [], [], 0
+    while i < len(argv):
+        if argv[i] in ("-p", "--parameters"):
+            if i + 2 >= len(argv):
+                raise StageError(f"{argv[i]} needs a name and a value, got {argv[i + 1:]}")
+            pairs.append((argv[i + 1], argv[i + 2]))
+            i += 3
+        else:
+            rest.append(argv[i])
+            i += 1
+    return rest, pairs
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        argv, pairs = split_overrides(argv)
+    except StageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebook", type=Path)
     ap.add_argument("output", type=Path)
@@ -83,10 +129,10 @@ def main(argv=None) -> int:
     ap.add_argument("--chain", type=Path, default=None,
                     help="the notebooks folder: -p names any of its notebooks declares are allowed")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                    help="one more parameter (papermill's -p)")
+                    help="one more parameter (papermill's -p); VALUE may start with '-' (-p lr -1e-4)")
     args = ap.parse_args(argv)
     try:
-        run_stage(args.notebook, args.output, args.params, [tuple(p) for p in args.p], args.chain)
+        run_stage(args.notebook, args.output, args.params, pairs, args.chain)
     except StageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
