@@ -29,10 +29,10 @@ def test_plot_score_curves_marks_false_negatives():
 
 
 def test_save_figure_writes_png_and_csv(tmp_path, monkeypatch):
-    monkeypatch.setattr("qurelib.paths.FIGURES_DIR", tmp_path)
+    monkeypatch.setattr("qurelib.paths.RUNS_DIR", tmp_path)  # a run writes its figures under runs/ only
     fig, table = plots.plot_set_sizes({"drops": np.array([3, 10, 100]), "all": np.array([499, 499, 499])})
     png = plots.save_figure(fig, table, "unit", 7, "sizes")
-    assert png == tmp_path / "unit" / "fig07_sizes.png" and png.stat().st_size > 1000
+    assert png == tmp_path / "unit" / "figures" / "fig07_sizes.png" and png.stat().st_size > 1000
     rows = list(csv.DictReader(open(png.with_suffix(".csv"))))
     assert len(rows) == 6 and {r["set"] for r in rows} == {"drops", "all"}
 
@@ -47,3 +47,15 @@ def test_figures_render_as_png_in_jupyter():
     fig, _ = plots.plot_score_curves(scores, target, qure.mine_hard_negatives(scores, target), [0, 1])
     png = PNGFormatter()(fig)  # what the notebook's display machinery calls
     assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_run_of_a_comparison_has_its_own_colour_and_the_references_stand_out():
+    names = ["qure"] + [f"ablation_{i}" for i in range(12)] + ["info_nce"]
+    styles = plots.run_styles(names)
+    colours = [str(styles[n]["color"]) for n in names]
+    assert len(set(colours)) == len(names)
+    assert styles["qure"]["linewidth"] > styles["ablation_0"]["linewidth"] < styles["info_nce"]["linewidth"]
+    history = [{"epoch": 0, "loss": 1.0}, {"epoch": 1, "loss": 0.5}]
+    fig, _ = plots.plot_training_curves({n: history for n in names})
+    drawn = [str(line.get_color()) for line in fig.axes[0].get_lines()]
+    assert len(set(drawn)) == len(names)

@@ -12,11 +12,13 @@ import re
 import textwrap
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 from qurelib import audit, paths
 from qurelib.data.schema import CIRSplit
+from qurelib.data.synthetic_continuous import attribute_words, is_continuous
 from qurelib.study.display import InlineFigure
 
 _ROLE_COLOURS = {"reference": "#555555", "target": "#1a9850", "positive": "#4575b4"}
@@ -36,10 +38,14 @@ def _show(ax, image, role: str, label: str) -> None:
 
 
 def _short_attributes(split: CIRSplit, image_id: str) -> str:
-    """Fashion-Shapes' attribute values of an image ("red striped / long sleeves, cropped")."""
+    """Fashion-Shapes' attribute values of an image ("red striped / long sleeves, cropped"); on the
+    continuous variant the coarse words a description uses ("teal dense dots / short sleeves, cropped")."""
     if not split.attributes or image_id not in split.attributes:
         return ""
     values = split.attributes[image_id]["attributes"]
+    if is_continuous(split.attributes):
+        words = attribute_words(values)
+        return f"{words['hue']} {words['density']}\n{words['sleeves']}, {words['length']}"
     sleeves = "sleeveless" if values["sleeves"] == "sleeveless" else f"{values['sleeves']} sleeves"
     return f"{values['colour']} {values['pattern']}\n{sleeves}, {values['length']}"
 
@@ -228,6 +234,22 @@ def plot_ranked_results(split: CIRSplit, scores, queries, k: int = 5,
     return fig, table
 
 
+# the reference runs of every comparison, drawn thick and in colours no other run takes
+REFERENCE_STYLES = {"qure": {"color": "black", "linewidth": 2.4, "zorder": 5},
+                    "info_nce": {"color": "#d62728", "linewidth": 2.4, "linestyle": "--", "zorder": 5}}
+
+
+def run_styles(names: list[str]) -> dict[str, dict]:
+    """{run: matplotlib line style}: the reference runs (QuRe, InfoNCE) in their own colours, every
+    other run its own colour of a 20-colour palette (never two runs alike up to 20 runs)."""
+    palette = [c for c in matplotlib.colormaps["tab20"].colors if c != (0.8392156862745098, 0.15294117647058825,
+                                                                           0.1568627450980392)]
+    others = [n for n in names if n not in REFERENCE_STYLES]
+    styles = {n: {"color": palette[i % len(palette)], "linewidth": 1.3} for i, n in enumerate(others)}
+    styles.update({n: REFERENCE_STYLES[n] for n in names if n in REFERENCE_STYLES})
+    return styles
+
+
 def plot_training_curves(histories: dict, title: str = "") -> tuple[Figure, list[dict]]:
     """Runs side by side: loss per epoch, validation avg per epoch (Fig. 4 analogue), mean |H| per
     re-mining (Fig. 5 analogue) and the false-negative rate of the mined sets per re-mining.
@@ -237,17 +259,20 @@ def plot_training_curves(histories: dict, title: str = "") -> tuple[Figure, list
     fig = InlineFigure(figsize=(13, 3.6), layout="constrained")
     axes = fig.subplots(1, 4)
     table = []
+    styles = run_styles(list(histories))
     for name, history in histories.items():
+        style = styles[name]
         epochs = [r["epoch"] for r in history]
-        axes[0].plot(epochs, [r["loss"] for r in history], marker="o", ms=3, label=name)
+        axes[0].plot(epochs, [r["loss"] for r in history], marker="o", ms=3, label=name, **style)
         val = [(r["epoch"], r["val"]["avg"]) for r in history if "val" in r and "avg" in r["val"]]
         if val:
-            axes[1].plot(*zip(*val), marker="o", ms=3, label=name)
+            axes[1].plot(*zip(*val), marker="o", ms=3, label=name, **style)
         mined = [(r["epoch"], audit.pool_mining(r["mining"])) for r in history if "mining" in r]
         if mined:
-            axes[2].plot([e for e, _ in mined], [p["size_mean"] for _, p in mined], marker="s", ms=4, label=name)
+            axes[2].plot([e for e, _ in mined], [p["size_mean"] for _, p in mined], marker="s", ms=4, label=name,
+                         **style)
             axes[3].plot([e for e, _ in mined], [p.get("fn_rate", np.nan) for _, p in mined], marker="s", ms=4,
-                         label=name)
+                         label=name, **style)
         pooled = dict(mined)
         for r in history:
             p = pooled.get(r["epoch"], {})
