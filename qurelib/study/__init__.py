@@ -4,7 +4,7 @@
     stages    00 data, 01 backbone / image cache / warm-up, 02 mining audit, 03 fine-tuning
     report    04 evaluation side by side, results files, the ablation summary, transfer benchmarks
     explore   05 one query in full; the interactive explorer
-    plots     the figures (matplotlib), saved as figures/<profile>/figNN_<slug>.png + .csv
+    plots     the figures (matplotlib), saved as runs/<profile>/figures/figNN_<slug>.png + .csv
     tables    tables that render in Jupyter and go to .json / .md
 
 `from qurelib import study` gives the stage functions by name (`study.prepare_data`, ...).

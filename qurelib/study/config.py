@@ -26,7 +26,7 @@ DATASETS = ("fashion-shapes", "fashioniq", "cirr")
 class StudyConfig:
     """The parameters every stage shares (each notebook declares all of them)."""
 
-    profile: str          # artefacts under runs/<profile>/, figures under figures/<profile>/
+    profile: str          # artefacts and figures under runs/<profile>/
     dataset: str          # fashion-shapes | fashioniq | cirr
     data_root: str        # dataset folder; empty = data/generated/fashion-shapes-<data_profile>
     data_profile: str     # Fashion-Shapes size when generated: smoke | default

@@ -20,6 +20,7 @@ import argparse
 import difflib
 import os
 import sys
+import time
 from pathlib import Path
 
 import papermill
@@ -93,9 +94,11 @@ def run_stage(notebook: Path, output: Path, params_file: Path | None = None,
                          f"choose a writable one (make ... RUNS=/path, or QURELIB_RUNS_DIR=/path)") from None
     partial = output.with_name(output.stem + ".partial.ipynb")
     output.unlink(missing_ok=True)  # an old result must not survive a failed rerun
+    started = time.perf_counter()
     papermill.execute_notebook(str(notebook), str(partial), parameters=parameters, progress_bar=progress,
                                kernel_manager_class=LocalKernelManager)
     os.replace(partial, output)
+    print(f"{notebook.stem}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return output
 
 
