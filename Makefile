@@ -91,6 +91,8 @@ lock:
 	echo "torch==2.13.0+cpu" > $(LOCK_VENV)/torch-cpu.txt
 	$(LOCK_VENV)/bin/pip-compile -q --extra dev --extra notebooks --generate-hashes --allow-unsafe --strip-extras \
 		--no-emit-index-url --no-emit-find-links -c $(LOCK_VENV)/torch-cpu.txt -o $(LOCK) pyproject.toml
+	$(LOCK_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links -o $(LAVIS_LOCK) requirements-lavis.in
 
 # The smoke chain and its ablation first, in a fresh temporary runs folder (QURELIB_RUNS_DIR), so the
 # library under test is what trains; tests/test_notebook_outputs.py then looks at its executed notebooks, and the
@@ -260,9 +262,9 @@ smoke-digest: venv
 # tests/fixtures/lavis_tiny from its own modules, then .venv checks qurelib's converter against it
 # (tools/lavis_parity.py, tests/test_lavis.py).
 LAVIS_VENV := .venv-lavis
-# torch first on its own, so pip takes the CPU wheel on disk; LAVIS_SPEC then keeps it
-LAVIS_TORCH := torch==2.13.0
-LAVIS_SPEC := $(LAVIS_TORCH) torchvision==0.28.0 salesforce-lavis==1.0.2 "numpy<2" "pandas<3"
+# what LAVIS needs (requirements-lavis.in) resolved once into requirements-lavis.lock, with hashes
+# (make lock re-resolves both locks); torch is the CPU wheel on disk
+LAVIS_LOCK := requirements-lavis.lock
 .PHONY: lavis-parity
 
 # LAVIS writes a fresh fixture under $(RUNS)/lavis_parity (never over the committed one: a check compares,
@@ -276,8 +278,7 @@ lavis-parity: venv $(LAVIS_VENV)/.installed
 	$(PY) -m pytest -q -p no:randomly tests/test_lavis.py
 	$(if $(LAVIS_FIXTURE_UPDATE),cp -r $(LAVIS_FRESH)/. tests/fixtures/lavis_tiny/)
 
-$(LAVIS_VENV)/.installed:
+$(LAVIS_VENV)/.installed: $(LAVIS_LOCK)
 	test -x $(LAVIS_VENV)/bin/python || $(PYTHON) -m venv $(LAVIS_VENV)
-	$(LAVIS_VENV)/bin/python -m pip install -q --no-cache-dir $(LAVIS_TORCH)
-	$(LAVIS_VENV)/bin/python -m pip install -q --no-cache-dir $(LAVIS_SPEC)
+	$(LAVIS_VENV)/bin/python -m pip install -q --no-cache-dir --require-hashes --no-deps -r $(LAVIS_LOCK)
 	touch $@
