@@ -1,7 +1,8 @@
 """`load_model`: a name or path -> CIRModel. The kinds of source are tried in a fixed order, the
 catch-all last:
 
-    "tiny"                      the tiny preset, random init (`modeling.build_tiny`)
+    "tiny"                      the tiny preset, random init (`modeling.build_tiny`), its word
+                                tokenizer over a dataset's vocabulary.txt when `vocabulary` is given
     a qurelib checkpoint dir    `checkpoint.load_checkpoint`
     "lavis:<path>" or a .pth    a LAVIS BLIP-2 / released QuRe state dict (`lavis.load_lavis_model`)
     anything else               real BLIP-2 retrieval weights: a local transformers dir or a hub id
@@ -25,15 +26,18 @@ from qurelib.model.modeling import CIRModel, ModelLoadError, build_tiny, resolve
 from qurelib.model.tokenizer import HFTokenizer
 
 
-def load_model(name_or_path: str | os.PathLike, *, device: str = "auto",
-               freeze_vision: bool = True) -> CIRModel:
+def load_model(name_or_path: str | os.PathLike, *, device: str = "auto", freeze_vision: bool = True,
+               vocabulary: str | os.PathLike | None = None) -> CIRModel:
     """A CIRModel from "tiny", a checkpoint dir, a local BLIP-2 dir or a hub id (e.g. Salesforce/blip2-itm-vit-g).
 
+    vocabulary: for "tiny" only, a generated dataset's folder or its vocabulary.txt (`read_vocabulary`):
+    the tokenizer's words (default: the discrete Fashion-Shapes vocabulary; the continuous variant's
+    words would otherwise all be [UNK]). Checkpoints carry their own tokenizer.
     Raises ModelLoadError (with what to download and where) when nothing can be loaded offline.
     """
     name = str(name_or_path)
     if name == "tiny":
-        model = build_tiny(freeze_vision=freeze_vision)
+        model = build_tiny(None if vocabulary is None else read_vocabulary(vocabulary), freeze_vision=freeze_vision)
     elif is_checkpoint(name):
         model = load_checkpoint(name, "cpu", freeze_vision=freeze_vision).model
     elif is_lavis_source(name):
@@ -41,6 +45,22 @@ def load_model(name_or_path: str | os.PathLike, *, device: str = "auto",
     else:  # the catch-all: real BLIP-2 weights
         model = load_hf_blip2(name, freeze_vision)
     return model.to(resolve_device(device)).eval()
+
+
+def read_vocabulary(path: str | os.PathLike) -> list[str]:
+    """The words of a generated dataset's tokenizer, in file order: `path`/vocabulary.txt (or `path`
+    itself when it is that file), one word a line, as `synthetic.make_fashion_shapes` writes it."""
+    path = Path(path).expanduser()
+    file = path / "vocabulary.txt" if path.is_dir() else path
+    try:
+        words = [w for w in file.read_text(encoding="utf-8").splitlines() if w]
+    except OSError as error:
+        raise ModelLoadError(f"read_vocabulary: cannot read {file} ({error.strerror or error}); expected a "
+                             f"dataset folder with vocabulary.txt, one word a line "
+                             f"(make_fashion_shapes writes it)") from None
+    if not words:
+        raise ModelLoadError(f"read_vocabulary: {file} holds no words (expected one word a line)")
+    return words
 
 
 def is_checkpoint(name: str) -> bool:

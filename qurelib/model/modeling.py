@@ -219,7 +219,9 @@ def tiny_blip2_config(vocab_size: int, image_size: int = 64, init_std: float = 0
 
 
 def build_tiny(words: Sequence[str] | None = None, *, freeze_vision: bool = True, seed: int = 0) -> CIRModel:
-    """Random-init tiny CIRModel with a word tokenizer over `words` (default: Fashion-Shapes VOCABULARY).
+    """Random-init tiny CIRModel with a word tokenizer over `words` (default: the discrete Fashion-Shapes
+    VOCABULARY; a generated dataset's own words, e.g. the continuous variant's, come from
+    `load.read_vocabulary(data_root)`).
 
     Initialisation uses its own seed, so "tiny" is the same model in every process.
     """

@@ -3,8 +3,9 @@
 BLIP-2's CIR fine-tuning starts from an image-text-aligned Q-Former; the tiny preset must too, or
 the embedded study would measure something else. `pretrain_tiny` trains the WHOLE tiny model
 (vision tower included) on Fashion-Shapes TRAIN images only, each paired with its absolute
-description (e.g. "a cropped red striped dress with long sleeves"), with BLIP-2's image-text
-contrastive (ITC) objective:
+description (e.g. "a cropped red striped dress with long sleeves"; on the continuous variant its
+coarse-word `describe_continuous`; the tokenizer over the dataset's own vocabulary.txt), with
+BLIP-2's image-text contrastive (ITC) objective:
 
   image side: `encode_corpus` (N, T, D); text side: `encode_text` ([CLS] -> text projection) (U, D);
   sim[n, u] = max_t <image_n,t, text_u> / temperature, in-batch, symmetric.
@@ -31,7 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from qurelib.data.synthetic import describe, load_fashion_shapes, read_manifest
+from qurelib.data.synthetic_continuous import attribute_words, describe_continuous, is_continuous
 from qurelib.model.checkpoint import load_checkpoint, save_checkpoint
+from qurelib.model.load import read_vocabulary
 from qurelib.model.modeling import CIRModel, ModelLoadError, build_tiny, resolve_device
 from qurelib.progress import progress_bar
 
@@ -43,14 +46,19 @@ DEFAULTS = dict(epochs=15, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_fr
 
 
 def load_described_images(data_root, split: str, model: CIRModel):
-    """All images of a Fashion-Shapes split -> (pixels (N,3,S,S), descriptions list[str], records list[dict])."""
+    """All images of a Fashion-Shapes split -> (pixels (N,3,S,S), descriptions list[str], records list[dict]).
+
+    Discrete data: `describe` and the attribute values; the continuous variant: `describe_continuous`
+    and the coarse words a description fixes (`attribute_words`), so per-attribute accuracy is
+    measured on what the text can say."""
     pixels, texts, records = [], [], []
     for category, cir in load_fashion_shapes(data_root, split).items():
+        continuous = is_continuous(cir.attributes)
         for image_id in cir.corpus_ids:
-            record = cir.attributes[image_id]
+            values = cir.attributes[image_id]["attributes"]
             pixels.append(model.preprocess([cir.load_image(image_id)])[0])
-            texts.append(describe(category, record["attributes"]))
-            records.append({"category": category, **record["attributes"]})
+            texts.append(describe_continuous(category, values) if continuous else describe(category, values))
+            records.append({"category": category, **(attribute_words(values) if continuous else values)})
     return torch.stack(pixels), texts, records
 
 
@@ -169,7 +177,8 @@ def pretrain_tiny(data_root, out_dir, *, epochs: int = DEFAULTS["epochs"],
         except ModelLoadError as error:
             log.warning("pretrain_tiny: cannot reuse %s (%s); retraining", out_dir, error)
     start = time.perf_counter()
-    model = build_tiny(freeze_vision=False, seed=seed).to(resolve_device(device))
+    words = read_vocabulary(data_root)  # the dataset's own words (discrete: exactly VOCABULARY)
+    model = build_tiny(words, freeze_vision=False, seed=seed).to(resolve_device(device))
     pixels, texts, _ = load_described_images(data_root, "train", model)
     with torch.random.fork_rng(devices=[]):  # seeded run, caller's RNG state untouched
         torch.manual_seed(seed)
