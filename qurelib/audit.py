@@ -10,7 +10,10 @@ A strategy is named by a spec string: "drops/<rule>" with a rule of `qure.RULES`
 
 Two audits: `hard_negative_stats` (sizes and false negatives) and `hardness_stats` (where H sits
 on the score curve and, where image attributes are known, what it is made of by attribute distance
-to the target: 0 = a false negative, 1 = one attribute off, ...).
+to the target: 0 = a false negative, 1 = one attribute off, ...). On the continuous Fashion-Shapes
+the distance is the tolerance band instead (`synthetic_continuous.relevance_bands`: 0 = within
+tolerance, a false negative; 1 = a near miss, within two tolerances; ...), with as many levels;
+`distance_unit` names which one a set of records uses.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from qurelib.data import synthetic_continuous as continuous
 from qurelib.qure import SUGGESTED_WINDOW, HardNegativeSets, check_mining_args, mine_hard_negatives
 
 AUDIT = ("drops/released", "drops/paper", "top_k", "after_target_top_k", "percent_of_positive", "all")
@@ -127,21 +131,36 @@ def score_ranks(scores: torch.Tensor, chunk_rows: int = 256) -> torch.Tensor:
     return ranks
 
 
+# the continuous variant's bands take the place of "attributes off": as many levels (0 .. A)
+assert continuous.BANDS == len(continuous.NAMES) + 1, "a composition has len(attribute_names) + 1 levels"
+
+
 def attribute_names(attributes: Mapping[str, Mapping]) -> list[str]:
-    """The attribute names of Fashion-Shapes-style records (a composition has len + 1 levels)."""
+    """The attribute names of Fashion-Shapes-style records (a composition has len + 1 levels: the
+    attributes off 0 .. A, or on the continuous variant its `BANDS` tolerance bands)."""
     return sorted(next(iter(attributes.values()))["attributes"]) if attributes else []
+
+
+def distance_unit(attributes: Mapping[str, Mapping] | None) -> str:
+    """What `attribute_distances` counts for these records: "band" (the continuous variant's
+    tolerance bands) or "off" (attributes that differ; also for unknown attributes)."""
+    return "band" if continuous.is_continuous(attributes) else "off"
 
 
 def attribute_distances(attributes: Mapping[str, Mapping] | None, corpus_ids: Sequence[str],
                         target_idx: torch.Tensor) -> torch.Tensor | None:
     """(Q, N) int8: on how many attributes corpus image n differs from query q's target; -1 where
     its category differs (outside the composition). None where attributes are unknown (real data).
+    On the continuous variant: its tolerance band instead (`synthetic_continuous.relevance_bands`;
+    0 = a positive, 1 = a near miss, ..., `BANDS` - 1), so every caller gets bands unchanged.
 
     attributes: {image_id: {"category": str, "attributes": {name: value}}} (Fashion-Shapes'
     relevance records, `CIRSplit.attributes`); corpus_ids: the N corpus ids; target_idx: (Q,) int64.
     """
     if attributes is None:
         return None
+    if continuous.is_continuous(attributes):
+        return continuous.relevance_bands(attributes, corpus_ids, torch.as_tensor(target_idx))
     missing = [i for i in corpus_ids if i not in attributes]
     if missing:
         raise KeyError(f"attribute_distances: corpus image {missing[0]!r} has no attribute record "

@@ -15,6 +15,7 @@ import torch
 
 from qurelib import metrics
 from qurelib.data.schema import CIRSplit, DatasetError
+from qurelib.data.synthetic_continuous import is_continuous, tolerance_agreement
 from qurelib.data.vocab import ATTRIBUTES
 from qurelib.encode import ImageCache, build_image_cache, encode_split, score_split
 from qurelib.qure import score_corpus
@@ -41,11 +42,15 @@ def relevance_matrix(split: CIRSplit) -> torch.Tensor:
     """(Q, N) graded relevance of every corpus image to each query's target, in [0, 1].
 
     Vectorised `synthetic.graded_relevance(attributes[target], attributes[image])`: the share of
-    semantic attributes on which the two agree, 0 across categories. Needs `split.attributes`.
+    semantic attributes on which the two agree, 0 across categories; on the continuous variant the
+    share within tolerance of the target's value (`synthetic_continuous.tolerance_agreement`).
+    Needs `split.attributes`.
     """
     attrs = split.attributes
     if attrs is None:
         raise ValueError(f"{split.name}: relevance_matrix needs image attributes (Fashion-Shapes)")
+    if is_continuous(attrs):
+        return tolerance_agreement(attrs, split.corpus_ids, split.target_indices())
     vocab: dict[tuple[int, str], int] = {}
 
     def codes(image_id: str) -> list[int]:

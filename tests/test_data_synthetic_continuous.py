@@ -210,3 +210,65 @@ def test_every_continuum_is_visible(category):
         assert np.abs(ends[1] - ends[0]).mean() > 2, name  # the garment covers ~a fifth of the image
     for name, c in CONTINUA.items():  # one tolerance already changes the image
         assert np.abs(_pixels(category, {**base, name: base[name] + c.tolerance}, nuisance) - ref).mean() > 0.5, name
+
+
+# --- the variant through the chain: audit, graded relevance, descriptions, tokenizer, plots ---------
+def test_audit_distances_are_the_bands(splits):
+    from qurelib import audit
+
+    for cir in splits["val"].values():
+        target = cir.target_indices()
+        got = audit.attribute_distances(cir.attributes, cir.corpus_ids, target)
+        assert torch.equal(got, relevance_bands(cir.attributes, cir.corpus_ids, target))
+        assert audit.distance_unit(cir.attributes) == "band"
+        assert len(audit.attribute_names(cir.attributes)) + 1 == BANDS  # the levels every caller derives
+        assert set(audit.corpus_composition(got, target, BANDS)) == {str(b) for b in range(BANDS)}
+
+
+def test_relevance_matrix_is_tolerance_agreement(splits):
+    from qurelib.evaluate import relevance_matrix
+
+    for cir in splits["val"].values():
+        got = relevance_matrix(cir)
+        assert torch.equal(got, tolerance_agreement(cir.attributes, cir.corpus_ids, cir.target_indices()))
+        rows = torch.arange(len(cir))
+        assert (got[rows, cir.target_indices()] == 1).all()  # a target agrees with itself on everything
+
+
+def test_descriptions_and_words_reach_the_tokenizer(smoke):
+    from qurelib.model.load import load_model, read_vocabulary
+    from qurelib.model.pretrain import load_described_images
+
+    words = read_vocabulary(smoke)
+    assert words == list(CONTINUOUS_VOCABULARY) and read_vocabulary(smoke / "vocabulary.txt") == words
+    model = load_model("tiny", device="cpu", vocabulary=smoke)
+    pixels, texts, records = load_described_images(smoke, "val", model)
+    assert len(pixels) == len(texts) == len(records)
+    cats = load_fashion_shapes(smoke, "val")
+    first = cats[CATEGORIES[0]]
+    values = first.attributes[first.corpus_ids[0]]["attributes"]
+    assert texts[0] == describe_continuous(CATEGORIES[0], values)
+    assert records[0] == {"category": CATEGORIES[0], **attribute_words(values)}
+    ids = model.tokenize(texts)["input_ids"]
+    assert not (ids == model.tokenizer.unk_token_id).any()  # every description word is known
+    discrete = load_model("tiny", device="cpu")  # the default: the discrete vocabulary
+    assert (discrete.tokenize(texts)["input_ids"] == discrete.tokenizer.unk_token_id).any()
+
+
+def test_read_vocabulary_names_a_missing_file(tmp_path):
+    from qurelib.model import ModelLoadError
+    from qurelib.model.load import read_vocabulary
+
+    with pytest.raises(ModelLoadError, match="vocabulary.txt"):
+        read_vocabulary(tmp_path)
+
+
+def test_plot_labels_use_the_coarse_words(splits):
+    from qurelib.study.plots import plot_triplets
+
+    cir = splits["val"][CATEGORIES[0]]
+    fig = plot_triplets(cir, n=2, seed=0, max_positives=2)
+    texts = " ".join(t.get_text() for ax in fig.axes for t in [ax.xaxis.label, ax.title])
+    labels = {f"{w['hue']} {w['density']}\n{w['sleeves']}, {w['length']}"
+              for w in (attribute_words(r["attributes"]) for r in cir.attributes.values())}
+    assert any(label in texts for label in labels)  # the reference and target cells carry the coarse words

@@ -124,3 +124,43 @@ def test_results_rows_carry_the_pooled_hardness():
     del record["mining"]["shirt"]["hardness"]
     row = mining_rows([record])[0]
     assert row["corpus_composition"] is None and row["hardness"] is None
+
+
+# --- the discrete path is unchanged by the continuous variant's dispatch ----------------------------
+# sha256 of attribute_distances and relevance_matrix over every split of Fashion-Shapes smoke (seed 0),
+# computed with the code before the continuous variant was wired in (the same tensors, byte for byte)
+DISCRETE_SMOKE_DIGESTS = {"attribute_distances": "926d336a03f6df4775ecfbb52267f2520cf93337f7ad811c33793a8f6bc36608",
+                          "relevance_matrix": "642f7024c75f8c22e76e6c48c6b6e34b1a11353380667f57a5504a952c405d98"}
+
+
+def test_discrete_smoke_distances_and_relevance_as_before(tmp_path):
+    import hashlib
+
+    from qurelib.data import load_fashion_shapes, make_fashion_shapes
+    from qurelib.evaluate import relevance_matrix
+
+    root = make_fashion_shapes(tmp_path / "smoke", "smoke", seed=0)
+    digests = {name: hashlib.sha256() for name in DISCRETE_SMOKE_DIGESTS}
+    for split in ("train", "val"):
+        for cir in load_fashion_shapes(root, split).values():
+            assert audit.distance_unit(cir.attributes) == "off"
+            for name, got in (("attribute_distances", audit.attribute_distances(cir.attributes, cir.corpus_ids,
+                                                                                cir.target_indices())),
+                              ("relevance_matrix", relevance_matrix(cir))):
+                digests[name].update(got.numpy().tobytes())
+                digests[name].update(str(got.dtype).encode())
+    assert {name: h.hexdigest() for name, h in digests.items()} == DISCRETE_SMOKE_DIGESTS
+
+
+def test_hardness_rows_label_bands_where_continuous():
+    from qurelib.study.stages import hardness_row, hardness_table
+
+    comp = {"0": 1.0, "1": 9.0, "2": 90.0}
+    hard = {"size_mean": 3.0, "rank_median": 0.5, "rank_p10": 0.1, "rank_p90": 0.9, "composition": comp}
+    off = hardness_row("x", hard, comp)
+    band = hardness_row("x", hard, comp, "band")
+    assert [k for k in off if "%" in k and "rank" not in k] == ["0 off (FN) %", "1 off %", "2 off %"]
+    assert [k for k in band if "%" in k and "rank" not in k] == ["band 0 (FN) %", "band 1 %", "band 2 %"]
+    assert list(off.values()) == list(band.values())
+    rows = hardness_table({"x": hard}, comp, "band")
+    assert all("band 1 %" in row for row in rows)

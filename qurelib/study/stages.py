@@ -326,24 +326,28 @@ def hardness_audit(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit],
     known = all(d is not None for d in distance.values())
     corpus = audit.pool({n: audit.corpus_composition(distance[n], s.target_indices(), levels[n])
                          for n, s in splits.items()}, {n: len(s.queries) for n, s in splits.items()}) if known else None
-    return hardness_table(pooled, corpus), pooled, corpus
+    unit = audit.distance_unit(next(iter(splits.values())).attributes)
+    return hardness_table(pooled, corpus, unit), pooled, corpus
 
 
-def hardness_table(hardness: dict, corpus: dict | None = None) -> Table:
-    """{name: pooled hardness} as a table, the corpus's composition (random negatives) first."""
-    rows = [hardness_row("corpus (random negatives)", None, corpus)] if corpus else []
-    return Table(rows + [hardness_row(name, h, h["composition"]) for name, h in hardness.items()])
+def hardness_table(hardness: dict, corpus: dict | None = None, unit: str = "off") -> Table:
+    """{name: pooled hardness} as a table, the corpus's composition (random negatives) first;
+    unit as in `hardness_row`."""
+    rows = [hardness_row("corpus (random negatives)", None, corpus, unit)] if corpus else []
+    return Table(rows + [hardness_row(name, h, h["composition"], unit) for name, h in hardness.items()])
 
 
-def hardness_row(name: str, hardness: dict | None, composition: dict | None) -> dict:
+def hardness_row(name: str, hardness: dict | None, composition: dict | None, unit: str = "off") -> dict:
     """One row of a hardness table: |H|, H's position on the curve (% of the corpus from the top)
-    and its composition by attribute distance to the target (None, shown as —, where unknown)."""
+    and its composition by attribute distance to the target (None, shown as —, where unknown).
+    unit (`audit.distance_unit`): "off" labels the columns "d off %" (attributes that differ),
+    "band" labels them "band d %" (the continuous variant's tolerance bands)."""
     pct = (lambda key: None if hardness is None else round(100 * hardness[key], 1))  # noqa: E731
     row = {"strategy": name, "mean |H|": None if hardness is None else round(hardness["size_mean"], 1),
            "H median rank %": pct("rank_median"), "H p10 rank %": pct("rank_p10"), "H p90 rank %": pct("rank_p90")}
     for d in range(5 if composition is None else len(composition)):
-        label = "0 off (FN) %" if d == 0 else f"{d} off %"
-        row[label] = None if composition is None else round(composition[str(d)], 1)
+        label = f"band {d}" if unit == "band" else f"{d} off"
+        row[label + (" (FN) %" if d == 0 else " %")] = None if composition is None else round(composition[str(d)], 1)
     return row
 
 
@@ -370,10 +374,14 @@ def tier_curves(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit], se
     split = splits[name]
     target = split.target_indices()
     distance = audit.attribute_distances(split.attributes, split.corpus_ids, target)
-    tier_names = {0: "0 off: true positives", 1: "1 off: near misses", -1: "other category"}
+    if audit.distance_unit(split.attributes) == "band":  # the continuous variant's tolerance bands
+        tier_names = {0: "band 0: true positives", 1: "band 1: near misses (< 2 tolerances)", -1: "other category"}
+    else:
+        tier_names = {0: "0 off: true positives", 1: "1 off: near misses", -1: "other category"}
+    fallback = "band {}" if audit.distance_unit(split.attributes) == "band" else "{} off"
     return [{"title": f"{name}, query {q}", "scores": scores[name][q].numpy(), "target": int(target[q]),
              "tiers": None if distance is None else distance[q].numpy(),
-             "tier_names": {d: tier_names.get(d, f"{d} off") for d in range(-1, 8)},
+             "tier_names": {d: tier_names.get(d, fallback.format(d)) for d in range(-1, 8)},
              "sets": {spec: sets[spec][name][q].numpy() for spec in specs}} for q in queries]
 
 
