@@ -15,7 +15,10 @@ import time
 from qurelib import audit, metrics
 from qurelib.data import load_circo, load_hpfiq
 from qurelib.data.circo import RELEASED_TEMPLATE
-from qurelib.encode import score_split
+from qurelib.data.synthetic import read_manifest
+from qurelib.data.synthetic_continuous import GENERATOR as CONTINUOUS_GENERATOR
+from qurelib.data.zero_shot import held_out_split, unknown_word_share
+from qurelib.encode import build_image_cache, score_split
 from qurelib.evaluate import evaluate_hpfiq, metrics_from_scores, relevance_matrix
 from qurelib.files import write_json_atomic, write_text_atomic
 from qurelib.provenance import code_digest, environment, git_commit
@@ -146,22 +149,32 @@ def audit_rows(history: list[dict]) -> list[dict]:
     return rows
 
 
-def _md_row(row: dict) -> dict:
+def _md_row(row: dict, unit: str = "off") -> dict:
     """A mining / audit row for reading: floats rounded, the nested hardness audit flattened into
-    H's median rank and its composition (as notebook 02's table), the corpus's composition left
-    to the JSON."""
+    H's median rank and its composition (as notebook 02's table; unit as in `hardness_row`), the
+    corpus's composition left to the JSON."""
     flat = {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()
             if k not in ("hardness", "corpus_composition")}
     h = row.get("hardness")
     if h is not None:
-        flat |= {k: v for k, v in hardness_row("", h, h.get("composition")).items()
+        flat |= {k: v for k, v in hardness_row("", h, h.get("composition"), unit).items()
                  if k not in ("strategy", "mean |H|", "H p10 rank %", "H p90 rank %")}
     return flat
 
 
+def distance_unit(cfg: StudyConfig) -> str:
+    """What the run's hardness compositions count (`audit.distance_unit`): "band" when its data is
+    the continuous Fashion-Shapes (its manifest's generator), else "off" (attributes off)."""
+    path = cfg.root / "manifest.json"
+    if cfg.dataset != "fashion-shapes" or not path.is_file():
+        return "off"
+    return "band" if read_manifest(cfg.root).get("generator") == CONTINUOUS_GENERATOR else "off"
+
+
 def write_results(cfg: StudyConfig, results: dict, table: Table, preferences: dict, histories: dict,
-                  started: float | None = None, name: str = "results") -> dict:
-    """runs/<profile>/<name>.json (every number) and <name>.md (the table and mining statistics)."""
+                  started: float | None = None, name: str = "results", zero_shot: dict | None = None) -> dict:
+    """runs/<profile>/<name>.json (every number) and <name>.md (the table and mining statistics);
+    `zero_shot` (`zero_shot_transfer`'s doc) goes under "zero_shot" when given."""
     wall = {name: h[-1]["wall_s"] for name, h in histories.items() if h}
     doc = {"profile": cfg.profile, "dataset": cfg.dataset, "git_commit": git_commit(),
            "provenance": {"code": code_digest(), "data": dataset_digest(cfg), "environment": environment()},
@@ -171,12 +184,19 @@ def write_results(cfg: StudyConfig, results: dict, table: Table, preferences: di
     if started is not None:
         doc["evaluate_wall_s"] = time.time() - started
     doc["audit"] = {run: audit_rows(h) for run, h in histories.items()}
+    if zero_shot:
+        doc["zero_shot"] = zero_shot
     write_json_atomic(cfg.run_dir / f"{name}.json", doc)
     md = [f"# Results: profile `{cfg.profile}` ({cfg.dataset})", "", to_markdown(table), ""]
+    if zero_shot:
+        md += [f"Zero-shot transfer to `{zero_shot['profile']}` ({zero_shot['queries']} queries, "
+               f"{zero_shot['ground_truths_mean']:.1f} ground truths each on average), CIRCO mAP@K:", "",
+               to_markdown(zero_shot_rows(zero_shot)), ""]
+    unit = distance_unit(cfg)
     for title, part in (("Mining statistics", "mining"), ("Every strategy on the same scores", "audit")):
         for run, rows in doc[part].items():
             if rows:
-                md += [f"{title} of `{run}` per re-mining:", "", to_markdown([_md_row(row) for row in rows]), ""]
+                md += [f"{title} of `{run}` per re-mining:", "", to_markdown([_md_row(row, unit) for row in rows]), ""]
     md.append("Training wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in wall.items()))
     write_text_atomic(cfg.run_dir / f"{name}.md", "\n".join(md) + "\n")
     return doc
@@ -210,3 +230,48 @@ def external_benchmarks(cfg: StudyConfig, names, hpfiq_path: str = "", circo_roo
             row.update({k: round(v, 2) for k, v in metrics.circo_map_at_k(scores, circo.positive_indices()).items()})
         rows.append(row)
     return Table(rows)
+
+
+ZERO_SHOT_KS = (5, 10, 25, 50)
+
+
+def zero_shot_transfer(cfg: StudyConfig, names, profile: str, progress: bool = True) -> tuple[Table, dict]:
+    """CIRCO's zero-shot experiment in miniature: mAP@5/10/25/50 (`metrics.circo_map_at_k`, every
+    ground truth of every query) of each model in `names` on the held-out set of Fashion-Shapes
+    `profile` (`zero_shot.held_out_split`: for models trained on the discrete variant, the
+    continuous variant's val images with captions in the discrete phrases). Models without a run
+    are listed as such. Each row also gives the percent of the captions' words its tokenizer reads
+    as [UNK] (None for a sub-word tokenizer, which has none). One image cache serves every model:
+    the vision tower is frozen in CIR training, as `evaluate_runs` assumes.
+
+    Returns (table, doc) with doc = {"profile", "seed", "queries", "corpus", "ground_truths_mean",
+    "models": {name: {"mAP@K": .., "unknown_words_pct": ..} or {"missing": why}}}; empty when
+    `profile` is "" (skipped).
+    """
+    if not profile:
+        return Table([]), {}
+    split = held_out_split(profile, cfg.data_seed)
+    captions = [q.modification_text for q in split.queries]
+    doc = {"profile": profile, "seed": cfg.data_seed, "queries": len(split.queries), "corpus": len(split.corpus_ids),
+           "ground_truths_mean": sum(len(q.positives) for q in split.queries) / len(split.queries), "models": {}}
+    cache = None
+    for name in names:
+        problem = missing_model(cfg, name)
+        if problem:
+            doc["models"][name] = {"missing": problem}
+            continue
+        model = load_named_model(cfg, name)
+        cache = cache or build_image_cache(model, [split], progress=progress)
+        scores = score_split(model, split, cache, progress=progress)  # (Q, N)
+        known = getattr(model.tokenizer, "vocab", None) if model.tokenizer.kind == "word" else None
+        doc["models"][name] = {**metrics.circo_map_at_k(scores, split.positive_indices(), ZERO_SHOT_KS),
+                               "unknown_words_pct": None if known is None else unknown_word_share(captions, known)}
+    return Table(zero_shot_rows(doc)), doc
+
+
+def zero_shot_rows(doc: dict) -> list[dict]:
+    """One row per model of `zero_shot_transfer`'s doc: mAP@K (percent) and unknown words %."""
+    return [{"model": n, "note": "not trained"} if "missing" in r else
+            {"model": n, **{k: round(v, 2) for k, v in r.items() if k.startswith("mAP@")},
+             "unknown words %": None if r["unknown_words_pct"] is None else round(r["unknown_words_pct"], 1)}
+            for n, r in doc.get("models", {}).items()]
