@@ -9,7 +9,16 @@
         checkpoint + one line of history.jsonl
 
 `loss="info_nce"` is the contrastive baseline (CLIP4Cir / SPRC): same data, schedule and model,
-in-batch negatives, no mining. The vision tower is frozen, so images are encoded once per run
+in-batch negatives, no mining. `loss` names any objective of `objectives.OBJECTIVES`: beside
+Bradley-Terry (QuRe's code path, one negative from `NegativeSampler`) and InfoNCE, the target
+against m mined negatives ("multi_negative", `negatives` = m, drawn by `MultiNegativeSampler`),
+InfoNCE plus each query's own m mined negatives ("in_batch_hard"; m = 0 is InfoNCE), and the
+target plus `aux_positives` auxiliary positives (the images between the target and H, mined
+beside H at each re-mining) against the negatives ("aux_positive", uniform; "aux_positive_weighted",
+by rank or score). Every objective's warm-up is QuRe's: one random negative per query. A step
+encodes each distinct image once and scores with Eq. 1 (`batch_loss`).
+
+The vision tower is frozen, so images are encoded once per run
 (`encode.build_image_cache`) and only the Q-Former, projections, ViT layer-norm and temperature
 train. On CUDA the forward runs under bf16 autocast (the released code: fp16 + GradScaler).
 
@@ -49,20 +58,28 @@ from qurelib.encode import ImageCache, autocast, build_image_cache, encode_split
 from qurelib.evaluate import evaluate_splits
 from qurelib.files import read_json_object, write_json_atomic, write_text_atomic
 from qurelib.model import load_checkpoint, resolve_device, save_checkpoint
+from qurelib.objectives import (AUX_SCHEMES, OBJECTIVES, MultiNegativeSampler, ScoreBatch, auxiliary_positive_sets,
+                                auxiliary_weights, hard_negative_scores)
 from qurelib.progress import progress_bar
 from qurelib.provenance import environment, git_commit, split_fingerprint
 from qurelib.qure import (DEFAULT_CONSECUTIVE_THRESHOLD, DEFAULT_RULE, DEFAULT_STRATEGY, RULES, STRATEGIES,
                           HardNegativeSets, NegativeSampler, bradley_terry_loss, check_mining_args, fill_empty_sets,
                           info_nce_loss, mine_hard_negatives, score_corpus)
 
-LOSSES = ("bradley_terry", "info_nce")
+LOSSES = tuple(OBJECTIVES)  # the objectives by name (`objectives.OBJECTIVES`)
+AUX_SALT = 500_009  # the auxiliary positives' sampler seed: the negative sampler's plus this
 TIMING_KEYS = ("wall_s", "epoch_s", "mining_s", "train_s", "queries_per_s", "eval_s")
 CHECKPOINT = "checkpoint"
 HISTORY = "history.jsonl"
 NOT_RESUME_KEYS = frozenset({"device", "progress", "encode_batch_size"})  # may differ on resume
+# Settings added after runs were saved: a saved config without one was trained under its default.
+ADDED_KEYS = ("negatives", "aux_positives", "aux_weighting", "aux_decay", "aux_width")
 # May differ between a warm-up run and a fork of it (`init_from`): they act only from the first
 # re-mining on, and a fork must start before it.
+# The objective and its settings too: the warm-up draws one random negative per query whatever the
+# objective (QuRe's warm-up), so every objective of the grid forks the same warm-up.
 FORK_KEYS = frozenset({"strategy", "rule", "consecutive_threshold", "window", "k", "ratio", "exclude_reference",
+                       "loss", "negatives", "aux_positives", "aux_weighting", "aux_decay", "aux_width",
                        "audit",
                        "audit_k", "audit_ratio", "eval_every"})
 
@@ -77,7 +94,15 @@ class TrainConfig:
     lr: float = 5e-6                 # initial lr (released: FIQ 5e-6, CIRR 1e-5); cosine to lr/100
     weight_decay: float = 0.05       # AdamW
     seed: int = 1000                 # released random_seed
-    loss: str = "bradley_terry"      # "bradley_terry" (QuRe) | "info_nce" (in-batch baseline)
+    loss: str = "bradley_terry"      # objective by name (objectives.OBJECTIVES): "bradley_terry" (QuRe) |
+    #                                  "info_nce" (in-batch baseline) | "multi_negative" | "in_batch_hard" |
+    #                                  "aux_positive" | "aux_positive_weighted"
+    negatives: int = 1               # m: mined negatives per query per step (bradley_terry: 1; in_batch_hard: 0 is
+    #                                  InfoNCE)
+    aux_positives: int = 0           # p: auxiliary positives per query per step (aux_positive*: >= 1; otherwise 0)
+    aux_weighting: str = "none"      # auxiliary positives' weights: "none" (1 each, aux_positive) | "rank" | "score"
+    aux_decay: float = 0.5           # "rank": weight decay ** (rank distance below the target)
+    aux_width: float = 0.0           # "score": weight exp(-(s+ - s_a) / width); 0 = the temperature at re-mining
     warmup: bool = True              # first E // n_def epochs: random negatives from corpus \ target
     strategy: str = DEFAULT_STRATEGY  # mine_hard_negatives strategy (Fig. 4 ablations): QuRe's drops
     rule: str = DEFAULT_RULE         # drops rule: "released" | "paper" | "scale_free"
@@ -116,9 +141,36 @@ class TrainConfig:
                   (whole(self.encode_batch_size) and self.encode_batch_size >= 1, "encode_batch_size",
                    "an int >= 1")]
         bad = [f"{name} must be {what}, got {getattr(self, name)!r}" for ok, name, what in checks if not ok]
+        bad += [] if bad else self._objective_problems()
         if bad:
             raise ValueError(f"TrainConfig: {'; '.join(bad)}")
         check_mining_args(self.strategy, self.rule, self.consecutive_threshold, self.k, self.ratio, self.window)
+
+    def _objective_problems(self) -> list[str]:
+        """What the objective's settings get wrong, each naming its field."""
+        objective, m, p = OBJECTIVES[self.loss], self.negatives, self.aux_positives
+        whole = [isinstance(x, int) and not isinstance(x, bool) for x in (m, p)]
+        least = {"none": 1, "one": 1, "m": 0 if objective.in_batch else 1}[objective.negatives]
+        most = {"none": 1, "one": 1, "m": None}[objective.negatives]
+        width = self.aux_width
+        checks = [(whole[0] and m >= least and (most is None or m <= most), "negatives",
+                   f"{'exactly 1' if most == 1 else f'an int >= {least}'} for loss={self.loss!r}"
+                   + (" (it draws no mined negative; leave the default)" if objective.negatives == "none" else "")),
+                  (whole[1] and (p >= 1 if objective.aux != "none" else p == 0), "aux_positives",
+                   f"{'an int >= 1' if objective.aux != 'none' else '0'} for loss={self.loss!r}"),
+                  (self.aux_weighting in (AUX_SCHEMES if objective.aux == "weighted" else ("none",)), "aux_weighting",
+                   f"one of {AUX_SCHEMES if objective.aux == 'weighted' else ('none',)} for loss={self.loss!r}"),
+                  (isinstance(self.aux_decay, (int, float)) and 0 < self.aux_decay <= 1, "aux_decay",
+                   "a number in (0, 1]"),
+                  (isinstance(width, (int, float)) and not isinstance(width, bool) and math.isfinite(width)
+                   and width >= 0, "aux_width", "a finite number >= 0 (0: the temperature)")]
+        return [f"{name} must be {what}, got {getattr(self, name)!r}" for ok, name, what in checks if not ok]
+
+    @property
+    def mines(self) -> bool:
+        """Whether the objective trains on mined negatives (and so re-mines H): every objective but
+        InfoNCE, and in-batch + hard with m = 0 (which is InfoNCE)."""
+        return OBJECTIVES[self.loss].negatives != "none" and self.negatives > 0
 
     @property
     def period(self) -> int:
@@ -127,7 +179,7 @@ class TrainConfig:
 
     def mines_at(self, epoch: int) -> bool:
         """Algorithm 1: redefine H at e % period == 0, except e == 0 under warm-up."""
-        return self.loss == "bradley_terry" and epoch % self.period == 0 and (epoch > 0 or not self.warmup)
+        return self.mines and epoch % self.period == 0 and (epoch > 0 or not self.warmup)
 
     def lr_at(self, epoch: int) -> float:
         """Released per-epoch cosine from lr to lr / 100 (config min_lr is ignored there too)."""
@@ -177,22 +229,24 @@ class TrainData:
 
 def check_train_splits(splits: dict[str, CIRSplit], config: TrainConfig) -> None:
     """ValueError naming the split (and query) that cannot train, before any image is encoded: a
-    split without queries, or, for the Bradley-Terry loss, a query whose corpus holds no image that
-    could be its negative (a corpus of 1 image; of 2 when `exclude_reference` removes the other)."""
+    split without queries, or, for an objective with mined negatives (`TrainConfig.mines`), a query
+    whose corpus holds no image that could be its negative (a corpus of 1 image; of 2 when
+    `exclude_reference` removes the other)."""
     if not splits:
         raise ValueError("train: no training splits given")
     for name, split in splits.items():
         if not split.queries:
             raise ValueError(f"train: split {name!r} has no queries")
-        if config.loss != "bradley_terry":
+        if not config.mines:
             continue  # in-batch negatives: other queries' targets
         index = split.corpus_index
         for q in split.queries:
             removed = config.exclude_reference and q.reference_id in index and q.reference_id != q.target_id
             if len(index) - 1 - removed < 1:
                 why = " once exclude_reference removes the reference" if removed else ""
+                what = "Bradley-Terry loss" if config.loss == "bradley_terry" else f"objective {config.loss!r}"
                 raise ValueError(f"train: split {name!r}, query {q.query_id!r}: its corpus of {len(index)} image(s) "
-                                 f"holds no negative besides the target{why}; the Bradley-Terry loss needs at "
+                                 f"holds no negative besides the target{why}; the {what} needs at "
                                  f"least {2 + removed} corpus images (or use loss='info_nce', in-batch negatives)")
 
 
@@ -201,6 +255,26 @@ def _epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
 
 
 # ----------------------------------------------------------------------------- mining
+@dataclass
+class AuxPositives:
+    """The auxiliary positives of every training query (the images between its target and H,
+    `objectives.auxiliary_positive_sets`), mined beside H, with their weights and the sampler that
+    draws `aux_positives` of them per query per epoch."""
+
+    sets: HardNegativeSets          # cache rows, one (possibly empty) set per training query
+    weights: torch.Tensor           # (M,) float32, aligned with sets.indices (1 each unweighted)
+    sampler: MultiNegativeSampler   # allow_empty: a query without auxiliary positives gets none
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One epoch's draw: ((Q, p) cache rows (-1: none), (Q, p) bool mask, (Q, p) weights)."""
+        slot, mask = self.sampler.sample_slots()  # (Q, p) positions into sets.indices, -1 where empty
+        if not len(self.sets.indices):
+            return torch.full_like(slot, -1), mask, torch.zeros(slot.shape)
+        at = slot.clamp(min=0)
+        rows = torch.where(mask, self.sets.indices[at], -1)  # (Q, p)
+        return rows, mask, torch.where(mask, self.weights[at], 0.0)
+
+
 @torch.no_grad()
 def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
                 epoch: int) -> tuple[HardNegativeSets, dict]:
@@ -211,44 +285,100 @@ def mine_splits(model, data: TrainData, cache: ImageCache, config: TrainConfig,
     `audit.hardness_stats` under "hardness", and the split's "corpus_composition" (None without
     image attributes)).
     """
-    indptr, indices, fallback, stats = [torch.zeros(1, dtype=torch.long)], [], [], {}
+    sets, _, stats = mine_with_aux(model, data, cache, config, epoch, aux=False)
+    return sets, stats
+
+
+@torch.no_grad()
+def mine_with_aux(model, data: TrainData, cache: ImageCache, config: TrainConfig, epoch: int,
+                  aux: bool) -> tuple[HardNegativeSets, tuple[HardNegativeSets, torch.Tensor] | None, dict]:
+    """`mine_splits`, and with `aux` the auxiliary positives beside H (from the same scores, before
+    empty sets are filled): (sets, (auxiliary sets as cache rows, (M,) weights) or None, stats);
+    each split's stats then hold "aux" (`_aux_stats`: how many, and the share of true positives)."""
+    parts, aux_parts, stats = [], [], {}
+    width = (config.aux_width or float(model.temperature.detach())) if aux else None
     show = config.progress and distributed.is_main()
     for name, split in progress_bar(data.splits.items(), desc=f"mine H (epoch {epoch})", show=show, nested=True):
-        target = split.target_indices()  # (Q_s,)
-        exclude = None
-        if config.exclude_reference:
-            exclude = split.reference_indices()  # -1 where the reference is not in the corpus
-        mined = None
-        if distributed.world_size() > 1:
-            scores = None
-            sets, ranks, mined = _mine_split_sharded(model, split, cache, config, target, exclude)
-        else:
-            query, corpus = encode_split(model, split, cache, batch_size=config.encode_batch_size,
-                                         amp=config.amp, progress=config.progress)
-            scores = score_corpus(query, corpus).cpu()  # (Q_s, N_s)
-            sets = mine_hard_negatives(scores, target, strategy=config.strategy, rule=config.rule,
-                                       consecutive_threshold=config.consecutive_threshold, k=config.k,
-                                       ratio=config.ratio, window=config.window, exclude=exclude)
-            ranks = score_ranks(scores)  # (Q_s, N_s), shared by every hardness audit of this split
-        positives = split.known_positive_indices()  # None on real data: FN counts unknown
-        distance = attribute_distances(split.attributes, split.corpus_ids, target)  # None: real data
-        levels = len(attribute_names(split.attributes)) + 1 if distance is not None else None
-        stats[name] = hard_negative_stats(sets, positives)
-        stats[name]["hardness"] = hardness_stats(sets, ranks, distance, levels)
-        stats[name]["corpus_composition"] = None if distance is None else \
-            corpus_composition(distance, target, levels)
-        if config.audit:
-            stats[name]["audit"] = audit_hard_negatives(
-                scores, target, positives, config.audit, k=config.audit_k, ratio=config.audit_ratio,
-                exclude=exclude, consecutive_threshold=config.consecutive_threshold, ranks=ranks,
-                distance=distance, levels=levels, mined=mined)
-        stats[name]["empty_sets"] = int((sets.sizes == 0).sum())  # trained on every other image instead
-        sets = fill_empty_sets(sets, ranks, target, exclude)  # the statistics above: the sets as mined
+        sets, stats[name], found = _mine_split(model, split, cache, config, width)
+        parts.append((name, sets))
+        aux_parts.append((name, found))
+    merged = _merge_sets(data, parts)
+    if not aux:
+        return merged, None, stats
+    aux_sets = _merge_sets(data, [(name, found[0]) for name, found in aux_parts])
+    return merged, (aux_sets, torch.cat([found[1] for _, found in aux_parts])), stats
+
+
+def _merge_sets(data: TrainData, parts: list[tuple[str, HardNegativeSets]]) -> HardNegativeSets:
+    """Per-split sets of corpus columns, in split order, as one HardNegativeSets of cache rows."""
+    indptr, indices, fallback = [torch.zeros(1, dtype=torch.long)], [], []
+    for name, sets in parts:
         indptr.append(sets.indptr[1:] + indptr[-1][-1])
         indices.append(data.corpus_rows[name][sets.indices])
         fallback.append(sets.fallback)
-    merged = HardNegativeSets(torch.cat(indptr), torch.cat(indices), torch.cat(fallback))
-    return merged, stats
+    return HardNegativeSets(torch.cat(indptr), torch.cat(indices), torch.cat(fallback))
+
+
+def _mine_split(model, split: CIRSplit, cache: ImageCache, config: TrainConfig,
+                width: float | None) -> tuple[HardNegativeSets, dict, tuple | None]:
+    """One split of `mine_with_aux`: (sets of corpus columns, empty ones filled; stats; (auxiliary
+    sets, weights) when `width` is given (the "score" weighting's width), else None)."""
+    target = split.target_indices()  # (Q_s,)
+    exclude = None
+    if config.exclude_reference:
+        exclude = split.reference_indices()  # -1 where the reference is not in the corpus
+    mined, found = None, None
+    if distributed.world_size() > 1:
+        scores = None
+        sets, ranks, mined, found = _mine_split_sharded(model, split, cache, config, target, exclude, width)
+    else:
+        query, corpus = encode_split(model, split, cache, batch_size=config.encode_batch_size,
+                                     amp=config.amp, progress=config.progress)
+        scores = score_corpus(query, corpus).cpu()  # (Q_s, N_s)
+        sets = mine_hard_negatives(scores, target, strategy=config.strategy, rule=config.rule,
+                                   consecutive_threshold=config.consecutive_threshold, k=config.k,
+                                   ratio=config.ratio, window=config.window, exclude=exclude)
+        ranks = score_ranks(scores)  # (Q_s, N_s), shared by every hardness audit of this split
+        if width is not None:
+            found = auxiliary_positives(scores, target, sets, exclude, config, width)
+    positives = split.known_positive_indices()  # None on real data: FN counts unknown
+    distance = attribute_distances(split.attributes, split.corpus_ids, target)  # None: real data
+    levels = len(attribute_names(split.attributes)) + 1 if distance is not None else None
+    stats = hard_negative_stats(sets, positives)
+    stats["hardness"] = hardness_stats(sets, ranks, distance, levels)
+    stats["corpus_composition"] = None if distance is None else corpus_composition(distance, target, levels)
+    if config.audit:
+        stats["audit"] = audit_hard_negatives(
+            scores, target, positives, config.audit, k=config.audit_k, ratio=config.audit_ratio,
+            exclude=exclude, consecutive_threshold=config.consecutive_threshold, ranks=ranks,
+            distance=distance, levels=levels, mined=mined)
+    stats["empty_sets"] = int((sets.sizes == 0).sum())  # trained on every other image instead
+    if found is not None:
+        stats["aux"] = _aux_stats(found[0], positives)
+    return fill_empty_sets(sets, ranks, target, exclude), stats, found  # the statistics above: the sets as mined
+
+
+def auxiliary_positives(scores: torch.Tensor, target: torch.Tensor, sets: HardNegativeSets,
+                        exclude: torch.Tensor | None, config: TrainConfig,
+                        width: float) -> tuple[HardNegativeSets, torch.Tensor]:
+    """The auxiliary positives of queries scored (Q, N) against their corpus (columns) and their
+    (M,) float32 weights under `config.aux_weighting` ("none": 1 each)."""
+    aux = auxiliary_positive_sets(scores, target, sets, exclude=exclude)
+    if config.aux_weighting == "none":
+        return aux, torch.ones(len(aux.indices))
+    return aux, auxiliary_weights(aux, scheme=config.aux_weighting, decay=config.aux_decay, scores=scores,
+                                  target_idx=target, width=width)
+
+
+def _aux_stats(aux: HardNegativeSets, positives) -> dict:
+    """How many auxiliary positives each query has, and (positives known) the share of them that
+    are true positives ("tp_rate", percent of members; "queries_with_tp", percent of queries)."""
+    stats = hard_negative_stats(aux, positives)
+    rate = stats.get("fn_rate")  # a "false negative" of these sets is a true positive
+    return {"queries": stats["queries"], "size_mean": stats["size_mean"], "size_max": stats["size_max"],
+            "empty": int((aux.sizes == 0).sum()),
+            "tp_rate": None if rate is None or math.isnan(rate) else rate,
+            "queries_with_tp": stats.get("queries_with_fn")}
 
 
 def gather_sets(sets: HardNegativeSets) -> HardNegativeSets:
@@ -259,10 +389,11 @@ def gather_sets(sets: HardNegativeSets) -> HardNegativeSets:
 
 
 def _mine_split_sharded(model, split: CIRSplit, cache: ImageCache, config: TrainConfig, target: torch.Tensor,
-                        exclude: torch.Tensor | None) -> tuple[HardNegativeSets, torch.Tensor, dict | None]:
+                        exclude: torch.Tensor | None, width: float | None = None) -> tuple:
     """`mine_splits` for one split on this rank's share: encode its query and corpus shards,
-    score its queries against the gathered corpus, mine them (and the audited strategies), and
-    gather sets and `score_ranks` in query order. Returns (sets, ranks (Q, N), {spec: sets} | None).
+    score its queries against the gathered corpus, mine them (and the audited strategies and, given
+    `width`, the auxiliary positives), and gather sets and `score_ranks` in query order. Returns
+    (sets, ranks (Q, N), {spec: sets} | None, (auxiliary sets, (M,) weights) | None).
     A split with fewer queries or images than ranks is encoded whole by every rank."""
     world, q_total, n_total = distributed.world_size(), len(split.queries), len(split.corpus_ids)
     small = min(q_total, n_total) < world
@@ -278,27 +409,54 @@ def _mine_split_sharded(model, split: CIRSplit, cache: ImageCache, config: Train
     local_exclude = None if exclude is None else exclude[q0:q1]
     finish = (lambda t: t) if small else distributed.gather_rows
     finish_sets = (lambda t: t) if small else gather_sets
-    sets = finish_sets(mine_hard_negatives(scores, local_target, strategy=config.strategy, rule=config.rule,
-                                           consecutive_threshold=config.consecutive_threshold, k=config.k,
-                                           ratio=config.ratio, window=config.window, exclude=local_exclude))
+    local = mine_hard_negatives(scores, local_target, strategy=config.strategy, rule=config.rule,
+                                consecutive_threshold=config.consecutive_threshold, k=config.k,
+                                ratio=config.ratio, window=config.window, exclude=local_exclude)
+    found = None
+    if width is not None:
+        aux, weights = auxiliary_positives(scores, local_target, local, local_exclude, config, width)
+        found = (finish_sets(aux), finish(weights))
     mined = {spec: finish_sets(mine_spec(scores, local_target, spec, k=config.audit_k, ratio=config.audit_ratio,
                                          exclude=local_exclude, consecutive_threshold=config.consecutive_threshold))
              for spec in config.audit} or None
-    return sets, finish(score_ranks(scores)), mined
+    return finish_sets(local), finish(score_ranks(scores)), mined, found
 
 
 # ----------------------------------------------------------------------------- one epoch
+@dataclass(frozen=True)
+class Draw:
+    """One epoch's sampled images of every training query (cache rows) for the objectives beyond
+    Bradley-Terry (which takes a (Q,) tensor, one negative per query, as QuRe does)."""
+
+    negatives: torch.Tensor                  # (Q, m) the query's negatives (mined; random in the warm-up)
+    mask: torch.Tensor                       # (Q, m) bool, False = padding (|H| < m)
+    aux: torch.Tensor | None = None          # (Q, p) auxiliary positives (-1: none)
+    aux_mask: torch.Tensor | None = None     # (Q, p) bool, False = padding
+    aux_weights: torch.Tensor | None = None  # (Q, p) float32 (0 at padding)
+
+
 def batch_loss(model, data: TrainData, cache: ImageCache, ids: torch.Tensor,
-               negatives: torch.Tensor | None, loss: str, gather: bool = False) -> torch.Tensor:
-    """Loss of one batch of query ids (B,): Bradley-Terry on (target, negative) or in-batch InfoNCE.
+               negatives: torch.Tensor | Draw | None, loss: str, gather: bool = False) -> torch.Tensor:
+    """Loss of one batch of query ids (B,) under the objective named `loss` (`objectives.OBJECTIVES`):
+    Bradley-Terry on (target, negative) with `negatives` (Q,) cache rows (QuRe's code path),
+    in-batch InfoNCE with None (also "in_batch_hard" without hard negatives: m = 0 is InfoNCE), and
+    every other objective on a `Draw` (`_objective_loss`).
 
     gather: data-parallel, `ids` being this rank's share of the global batch: InfoNCE's negatives
     are then the targets of the whole global batch (`distributed.gather_rows_with_grad`)."""
+    if loss not in OBJECTIVES:
+        raise ValueError(f"batch_loss: unknown objective {loss!r}; expected one of {LOSSES}")
+    in_batch = loss == "info_nce" or (loss == "in_batch_hard" and negatives is None)
+    if not in_batch and isinstance(negatives, Draw) == (loss == "bradley_terry"):
+        raise ValueError(f"batch_loss: objective {loss!r} takes " + ("a (Q,) tensor of negatives, not a Draw"
+                         if loss == "bradley_terry" else f"a Draw of negatives; got {type(negatives).__name__}"))
     device = cache.embeds.device
     tok = model.tokenize([data.texts[i] for i in ids.tolist()])
     reference = cache.embeds[data.reference_rows[ids].to(device)]  # (B, P, H)
     query = model.encode_query(image_embeds=reference, **tok)  # (B, D)
-    if loss == "info_nce":
+    if isinstance(negatives, Draw):
+        return _objective_loss(model, data, cache, ids, query, negatives, loss, gather)
+    if in_batch:
         target = model.encode_corpus(image_embeds=cache.embeds[data.target_rows[ids].to(device)])  # (B, T, D)
         if gather:
             every, offset = distributed.gather_rows_with_grad(target)  # (B_global, T, D)
@@ -309,6 +467,40 @@ def batch_loss(model, data: TrainData, cache: ImageCache, ids: torch.Tensor,
     scores = (images * query.repeat(2, 1)[:, None, :]).sum(dim=-1).amax(dim=-1)  # (2B,) max over T
     pos, neg = scores.split(len(ids))
     return bradley_terry_loss(pos, neg, model.temperature)
+
+
+def _objective_loss(model, data: TrainData, cache: ImageCache, ids: torch.Tensor, query: torch.Tensor,
+                    draw: Draw, loss: str, gather: bool) -> torch.Tensor:
+    """`batch_loss` on a Draw: each query's target, m negatives and p auxiliary positives, every
+    distinct image encoded once, scored with Eq. 1 (max over tokens, `objectives.hard_negative_scores`),
+    then `OBJECTIVES[loss]`. In-batch objectives also get the (gathered) batch's targets; a query's
+    hard negative that is one of those targets is masked (it would count twice)."""
+    objective, device = OBJECTIVES[loss], cache.embeds.device
+    target = data.target_rows[ids]  # (B,)
+    neg, mask = draw.negatives[ids], draw.mask[ids]  # (B, m)
+    parts = [target[:, None], neg]
+    if draw.aux is not None:
+        aux_mask = draw.aux_mask[ids]  # (B, p)
+        parts.append(torch.where(aux_mask, draw.aux[ids], target[:, None]))  # padding: a row never read
+    unique, inverse = torch.unique(torch.cat(parts, dim=1), return_inverse=True)  # (U,), (B, 1 + m + p)
+    images = model.encode_corpus(image_embeds=cache.embeds[unique.to(device)])  # (U, T, D)
+    scores = hard_negative_scores(query, images[inverse.to(device)])  # (B, 1 + m + p)
+    m = neg.shape[1]
+    fields = {"temperature": model.temperature, "pos_scores": scores[:, 0], "neg_scores": scores[:, 1:1 + m]}
+    if objective.in_batch:
+        fields["targets"], fields["offset"], columns = images[inverse[:, 0].to(device)], 0, target  # (B, T, D)
+        if gather:
+            fields["targets"], fields["offset"] = distributed.gather_rows_with_grad(fields["targets"])
+            columns = distributed.gather_rows(target.to(device)).cpu()  # (B_global,) cache rows
+        mask = mask & ~(neg[:, :, None] == columns[None, None, :]).any(dim=2)  # (B, m)
+        fields["query"] = query
+    fields["neg_mask"] = mask.to(device)
+    if objective.aux != "none":
+        b, none = len(ids), draw.aux is None  # the warm-up: no auxiliary positive yet
+        fields["aux_scores"] = scores.new_zeros(b, 0) if none else scores[:, 1 + m:]  # (B, p)
+        fields["aux_mask"] = torch.zeros(b, 0, dtype=torch.bool, device=device) if none else aux_mask.to(device)
+        fields["aux_weights"] = scores.new_zeros(b, 0) if none else draw.aux_weights[ids].to(device)
+    return objective(ScoreBatch(**fields))
 
 
 def _sharded_step(model, optimizer, data: TrainData, cache: ImageCache, ids: torch.Tensor,
@@ -372,6 +564,9 @@ def config_differences(saved: dict, config: TrainConfig, *, fork: bool = False) 
     """"key: saved != new" for every setting that forbids resuming a run saved with `saved`
     (a `config_json` dict) under `config`; with fork, also the settings a fork may change."""
     mine = config_json(config)
+    if saved:  # a run saved before a setting existed was trained under its default
+        defaults = config_json(TrainConfig())
+        saved = {**{k: defaults[k] for k in ADDED_KEYS}, **saved}
     free = NOT_RESUME_KEYS | (FORK_KEYS if fork else frozenset())
     return [f"{k}: {saved.get(k)!r} != {mine.get(k)!r}"
             for k in sorted(set(saved) | set(mine)) if k not in free and saved.get(k) != mine.get(k)]
@@ -389,12 +584,17 @@ def identity_differences(saved: dict | None, identity: dict | None, *, fork: boo
 
 
 def _save(model, optimizer, run_dir: Path, config: TrainConfig, epoch: int, history: list[dict],
-          sets: HardNegativeSets | None, sampler: NegativeSampler | None, identity: dict | None = None) -> None:
-    """Checkpoint after `epoch`, then history.jsonl (rewritten from the checkpointed history)."""
+          sets: HardNegativeSets | None, sampler, identity: dict | None = None,
+          aux: AuxPositives | None = None) -> None:
+    """Checkpoint after `epoch`, then history.jsonl (rewritten from the checkpointed history).
+    The auxiliary positives (sets, weights, sampler) are saved only by a run that has them."""
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "history": history,
              "sets": None if sets is None else {"indptr": sets.indptr, "indices": sets.indices,
                                                "fallback": sets.fallback},
              "sampler": None if sampler is None else sampler.state_dict()}
+    if aux is not None:
+        state["aux"] = {"indptr": aux.sets.indptr, "indices": aux.sets.indices, "fallback": aux.sets.fallback,
+                        "weights": aux.weights, "sampler": aux.sampler.state_dict()}
     extra = {"kind": "qurelib-train", "epoch": epoch, "train_config": config_json(config), "identity": identity}
     save_checkpoint(model, run_dir / CHECKPOINT, extra=extra, state=state)
     write_text_atomic(run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in history))
@@ -415,11 +615,11 @@ def fork_problems(init_from: str | os.PathLike, config: TrainConfig) -> list[str
 
 def _resume(model, optimizer, run_dir: Path, config: TrainConfig, init_from: str | os.PathLike | None = None,
             identity: dict | None = None):
-    """(next epoch, history, sets, sampler) from run_dir's checkpoint, or from `init_from`'s
-    (a fork: only before its first re-mining, and only mining settings may differ), or fresh."""
+    """(next epoch, history, sets, sampler, auxiliary positives) from run_dir's checkpoint, or from
+    `init_from`'s (a fork: only before its first re-mining, and only `FORK_KEYS` may differ), or fresh."""
     fork = not (run_dir / CHECKPOINT).exists()
     if fork and init_from is None:
-        return 0, [], None, None
+        return 0, [], None, None, None
     source = Path(init_from) if fork else run_dir
     if not (source / CHECKPOINT).exists():
         raise FileNotFoundError(f"init_from={source}: no {CHECKPOINT}/ there; run the warm-up stage first")
@@ -435,32 +635,47 @@ def _resume(model, optimizer, run_dir: Path, config: TrainConfig, init_from: str
                          f"(epoch {config.period}); that run is at epoch {state['epoch'] + 1}")
     model.load_state_dict(ckpt.model.state_dict())
     optimizer.load_state_dict(state["optimizer"])
-    sets = sampler = None
+    sets = sampler = aux = None
     if state["sets"] is not None:
         sets = HardNegativeSets(state["sets"]["indptr"], state["sets"]["indices"], state["sets"]["fallback"])
-        sampler = NegativeSampler(sets, seed=0)
+        sampler = _sampler(sets, config, seed=0)
         sampler.load_state_dict(state["sampler"])
-    return state["epoch"] + 1, list(state["history"]), sets, sampler
+    if state.get("aux") is not None:
+        saved = state["aux"]
+        aux_sets = HardNegativeSets(saved["indptr"], saved["indices"], saved["fallback"])
+        aux = AuxPositives(aux_sets, saved["weights"], MultiNegativeSampler(aux_sets, config.aux_positives,
+                                                                            allow_empty=True))
+        aux.sampler.load_state_dict(saved["sampler"])
+    return state["epoch"] + 1, list(state["history"]), sets, sampler, aux
+
+
+def _sampler(sets: HardNegativeSets, config: TrainConfig, seed: int):
+    """The negative sampler of an objective: QuRe's `NegativeSampler` for Bradley-Terry (one
+    negative per query per epoch), `MultiNegativeSampler` (m per query) for every other."""
+    if config.loss == "bradley_terry":
+        return NegativeSampler(sets, seed=seed)
+    return MultiNegativeSampler(sets, config.negatives, seed=seed)
 
 
 # ----------------------------------------------------------------------------- the run
 def _one_epoch(model, optimizer, data: TrainData, cache: ImageCache, config: TrainConfig, epoch: int,
-               sets, sampler, val_splits) -> tuple[dict, HardNegativeSets | None, NegativeSampler | None]:
+               sets, sampler, aux, val_splits) -> tuple[dict, HardNegativeSets | None, object, AuxPositives | None]:
     """Negatives for `epoch` (warm-up draw, re-mining or the sampler), one pass, optional validation."""
     record: dict = {"epoch": epoch, "lr": config.lr_at(epoch)}
     for group in optimizer.param_groups:
         group["lr"] = record["lr"]
     t0 = time.perf_counter()
     if config.mines_at(epoch):
-        sets, record["mining"] = mine_splits(model, data, cache, config, epoch)
-        sampler = NegativeSampler(sets, seed=config.seed * 1_000_003 + epoch)
+        sets, found, record["mining"] = mine_with_aux(model, data, cache, config, epoch, aux=config.aux_positives > 0)
+        seed = config.seed * 1_000_003 + epoch
+        sampler = _sampler(sets, config, seed)
+        if found is not None:
+            aux = AuxPositives(*found, MultiNegativeSampler(found[0], config.aux_positives, seed=seed + AUX_SALT,
+                                                            allow_empty=True))
     record["mining_s"] = time.perf_counter() - t0
-    if config.loss == "info_nce":
-        negatives, record["negatives"] = None, "in_batch"
-    elif sampler is None:
-        negatives, record["negatives"] = data.random_negatives(_epoch_generator(config.seed, epoch)), "random"
-    else:
-        negatives, record["negatives"] = sampler.sample(), "mined"
+    negatives, record["negatives"] = _draw(data, config, epoch, sampler, aux)
+    if isinstance(sampler, MultiNegativeSampler):
+        record["sets_below_m"] = sampler.short_counts[-1]  # queries with |H| < m at this draw
     t1 = time.perf_counter()
     record["loss"] = run_epoch(model, optimizer, data, cache, negatives, config, epoch)
     record["train_s"] = time.perf_counter() - t1
@@ -476,7 +691,26 @@ def _one_epoch(model, optimizer, data: TrainData, cache: ImageCache, config: Tra
                          for name, r in result["per_split"].items()}
         record["val"].update({k: v for k, v in result.items() if k != "per_split"})
         record["eval_s"] = time.perf_counter() - t2
-    return record, sets, sampler
+    return record, sets, sampler, aux
+
+
+def _draw(data: TrainData, config: TrainConfig, epoch: int, sampler, aux: AuxPositives | None) -> tuple:
+    """(the epoch's negatives as `batch_loss` takes them, how they were drawn): None for in-batch
+    objectives without mined negatives; before the first re-mining one random negative per query
+    (the warm-up, whatever the objective); then the sampler's draw (and the auxiliary positives')."""
+    if not config.mines:
+        return None, "in_batch"
+    if sampler is None:
+        random = data.random_negatives(_epoch_generator(config.seed, epoch))  # (Q,)
+        if config.loss == "bradley_terry":
+            return random, "random"
+        return Draw(random[:, None], torch.ones(len(random), 1, dtype=torch.bool)), "random"
+    if config.loss == "bradley_terry":
+        return sampler.sample(), "mined"
+    negatives, mask = sampler.sample()  # (Q, m)
+    if aux is None:
+        return Draw(negatives, mask), "mined"
+    return Draw(negatives, mask, *aux.draw()), "mined"
 
 
 def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str | os.PathLike, *,
@@ -519,7 +753,7 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
     data = TrainData.build(splits, cache)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    start, history, sets, sampler = _resume(model, optimizer, run_dir, config, init_from, identity)
+    start, history, sets, sampler, aux = _resume(model, optimizer, run_dir, config, init_from, identity)
     if distributed.is_main() and (start == 0 or not (run_dir / "config.json").exists()):
         summary = {name: {"queries": len(s.queries), "corpus": len(s.corpus_ids), "sha256": split_fingerprint(s)}
                    for name, s in splits.items()}
@@ -537,14 +771,14 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=cuda):  # dropout draws depend on (seed, epoch, rank) only
             torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + 2 + 7_919 * distributed.rank())
-            record, sets, sampler = _one_epoch(model, optimizer, data, cache, config, epoch, sets, sampler,
-                                               val_splits)
+            record, sets, sampler, aux = _one_epoch(model, optimizer, data, cache, config, epoch, sets, sampler,
+                                                    aux, val_splits)
         record["epoch_s"] = time.perf_counter() - t0
         wall += record["epoch_s"]
         record["wall_s"] = wall
         history.append(record)
         if distributed.is_main():
-            _save(model, optimizer, run_dir, config, epoch, history, sets, sampler, identity)
+            _save(model, optimizer, run_dir, config, epoch, history, sets, sampler, identity, aux)
     model.eval()
     return history
 
