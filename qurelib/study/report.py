@@ -91,8 +91,10 @@ def simulated_preferences(scores: dict, val_splits, against: str = "info_nce") -
     return out
 
 
-def results_table(results: dict, preferences: dict | None = None, against: str = "info_nce") -> Table:
-    """One row per model: the headline metrics (percent) and the simulated preference rate."""
+def results_table(results: dict, preferences: dict | None = None, against: str = "info_nce",
+                  histories: dict | None = None) -> Table:
+    """One row per model: the headline metrics (percent), the simulated preference rate and, given
+    the runs' histories, the training wall time per epoch (`train_seconds_per_epoch`)."""
     rows = []
     for name, r in results.items():
         if "missing" in r:
@@ -101,8 +103,17 @@ def results_table(results: dict, preferences: dict | None = None, against: str =
         row = {"model": name, **{k: round(r["headline"][k], 2) for k in HEADLINE if k in r["headline"]}}
         if preferences and name in preferences:
             row[f"preferred over {against} %"] = round(preferences[name]["rate"], 1)
+        if histories is not None and histories.get(name):
+            row["train s / epoch"] = round(train_seconds_per_epoch(histories[name]), 1)
         rows.append(row)
     return Table(rows)
+
+
+def train_seconds_per_epoch(history: list[dict]) -> float:
+    """Mean training wall time (s, the history's train_s) of a run's own epochs: a fork's, not the
+    warm-up's it carries over (random negatives); every epoch of a run without a warm-up."""
+    own = [r["train_s"] for r in history if r.get("negatives") != "random"] or [r["train_s"] for r in history]
+    return sum(own) / len(own)
 
 
 def _pooled_hardness(per_split: dict) -> dict | None:

@@ -421,13 +421,21 @@ def pooled_sizes(sets: dict) -> dict:
 def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str, strategy: str, rule: str,
                  consecutive_threshold: int, k: int, ratio: float, exclude_reference: bool, audit_k: int,
                  audit_ratio: float, window: int | float = 0, val_splits=None, eval_every: int = 1,
-                 progress: bool = True, nproc: int = 1) -> list[dict]:
+                 progress: bool = True, nproc: int = 1, objective: str | None = None, negatives: int | None = None,
+                 aux_positives: int | None = None, aux_weighting: str | None = None, aux_decay: float | None = None,
+                 aux_width: float | None = None) -> list[dict]:
     """The remaining epochs of a run forked from the warm-up: re-mining every E // n_def epochs
-    with `strategy` and the Bradley-Terry loss. k = 0 means no cap, window = 0 the whole tail. At
-    every re-mining the sets every strategy in `audit.HARDNESS_AUDIT` would mine from the same
-    scores are audited too (top-k: audit_k), with their hardness.
+    with `strategy` and the objective named `objective` (`objectives.OBJECTIVES`; QuRe: Bradley-Terry)
+    with `negatives` mined negatives and `aux_positives` auxiliary positives per query per step
+    (weighted by `aux_weighting` with `aux_decay` / `aux_width`). k = 0 means no cap, window = 0 the
+    whole tail, aux_width = 0 the temperature. The objective's settings left None are TrainConfig's
+    defaults. At every re-mining the sets every strategy in `audit.HARDNESS_AUDIT` would mine from
+    the same scores are audited too (top-k: audit_k), with their hardness.
     nproc > 1: data-parallel on that many processes (`train_elsewhere`)."""
-    config = cfg.train_config(strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
+    chosen = {"loss": objective, "negatives": negatives, "aux_positives": aux_positives,
+              "aux_weighting": aux_weighting, "aux_decay": aux_decay, "aux_width": aux_width}
+    config = cfg.train_config(**{k_: v for k_, v in chosen.items() if v is not None},
+                              strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
                               window=window or None, k=k or None,
                               ratio=ratio if strategy == "percent_of_positive" else None,
                               exclude_reference=exclude_reference,
@@ -444,7 +452,9 @@ def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str,
                                run_name=run_name, strategy=strategy, rule=rule,
                                consecutive_threshold=consecutive_threshold, window=window, k=k, ratio=ratio,
                                exclude_reference=exclude_reference, audit_k=audit_k, audit_ratio=audit_ratio,
-                               eval_every=eval_every, progress=progress)
+                               eval_every=eval_every, progress=progress, objective=objective, negatives=negatives,
+                               aux_positives=aux_positives, aux_weighting=aux_weighting, aux_decay=aux_decay,
+                               aux_width=aux_width)
     return train(model, train_splits, config, cfg.run_dir / run_name, image_cache=cache, val_splits=val_splits,
                  init_from=cfg.run_dir / WARMUP_RUN, identity=identity)
 
@@ -477,6 +487,8 @@ def history_table(history: list[dict]) -> Table:
             row["mean |H|"] = round(pooled["size_mean"], 1)
             if "fn_rate" in pooled:
                 row["FN rate %"] = round(pooled["fn_rate"], 2)
+        if "sets_below_m" in r:  # objectives with m negatives per query
+            row["queries with |H| < m"] = r["sets_below_m"]
         if "val" in r and "avg" in r["val"]:
             row["val avg"] = round(r["val"]["avg"], 2)
         rows.append(row)
