@@ -36,9 +36,10 @@ INTRINSIC = 16  # the embeddings' intrinsic dimension (None: isotropic in all D 
 QUERY_NOISE = 0.6  # a query's distance to its target image (sets the target's rank)
 MINING = dict(strategy="drops", rule="released", window=100)  # the windowed drop rule, W = 100 images
 DEPTH = 192  # candidate images per query at the first search (rank + W + 1 for a target ranked <= 91)
-HITS_PER_IMAGE = 4  # token hits searched per candidate image (T = 8 would guarantee `DEPTH` images)
+HITS_PER_IMAGE = 0.5  # token hits searched per candidate image, per token (T = 8: 4; 1.0 guarantees DEPTH images)
 EXACT_BLOCK = 128  # queries scored at once by exact mining (a 128 x N float32 block)
-NPROBES = (8, 32, 128)  # IVF lists visited per query token search
+NPROBES = (4, 16, 64, 256)  # IVF lists visited per query token search
+EF_SEARCH = (768, 1536, 3072)  # HNSW beam widths (at least the DEPTH x hits token hits asked for)
 WIDE = dict(t=32, d=256, n=10_000)  # the cost at BLIP-2's token shape, T = 32, D = 256
 OUT_DIR = FIGURES_DIR / "scale"
 
@@ -141,7 +142,8 @@ def _index_row(n: int, name: str, index: candidates.CandidateIndex, build: tuple
     """Mine with `index` (built in `build` = (wall s, CPU s, peak GB)), time it and compare the
     sets with `reference` (exact mining's)."""
     (sets, report), wall, cpu, peak = _measured(lambda: candidates.mine_on_candidates(
-        query, tokens, target, index=index, depth=depth, hits_per_image=HITS_PER_IMAGE, **mining))
+        query, tokens, target, index=index, depth=depth, hits_per_image=max(1, round(HITS_PER_IMAGE * tokens.shape[1])),
+        **mining))
     jaccard, identical = agreement(reference, sets)
     t = report.timings
     return {"N": n, "method": name, "params": index.search_params or "-", "build s": round(build[0], 2),
@@ -169,15 +171,17 @@ def _exact_row(n: int, query, tokens, target, mining: dict) -> tuple[dict, qure.
 
 def bench_size(n: int, n_queries: int = N_QUERIES, t: int = TOKENS, d: int = DIM, *, mining: dict = MINING,
                depth: int = DEPTH, nprobes=NPROBES, flat: bool = True, intrinsic: int | None = INTRINSIC,
-               seed: int = 0) -> list[dict]:
-    """Exact mining, then Flat and IVF index mining of the same queries, at one corpus size."""
+               ann: tuple | None = None, seed: int = 0) -> list[dict]:
+    """Exact mining, then Flat and approximate index mining of the same queries at one corpus
+    size; `ann`: ((factory, (search params, ...)), ...), default IVF{nlist_for(N T)},Flat with
+    every nprobe of `nprobes`."""
     query, tokens, target = synthetic_tokens(n, n_queries, t, d, intrinsic=intrinsic, seed=seed)
     exact, reference = _exact_row(n, query, tokens, target, mining)
     rows = [exact]
-    factories = (["Flat"] if flat else []) + [f"IVF{nlist_for(n * t)},Flat"]
-    for factory in factories:
+    ann = ann or ((f"IVF{nlist_for(n * t)},Flat", tuple(f"nprobe={p}" for p in nprobes)),)
+    for factory, sweep in ((("Flat", ("",)),) if flat else ()) + tuple(ann):
         index, *build = _measured(lambda: candidates.build_index(tokens, factory))
-        for params in ([""] if factory == "Flat" else [f"nprobe={p}" for p in nprobes]):
+        for params in sweep:
             if params:
                 index.set_search_params(params)
             rows.append(_index_row(n, f"index {factory.split(',')[0]}", index, build, query, tokens, target,
@@ -230,26 +234,31 @@ def plot_cost(rows: list[dict], out_dir: Path = OUT_DIR) -> Path:
 
 def plot_recall(rows: list[dict], out_dir: Path = OUT_DIR) -> Path:
     """figures/scale/fig_scale_recall.png (+ .csv): the IVF index's agreement with exact mining
-    (mean Jaccard) and its CPU speed-up against nprobe, one line per corpus and data."""
+    (mean Jaccard) and its CPU speed-up against the share of the inverted lists searched
+    (nprobe / nlist), one line per corpus and data."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(9, 3.8))
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     table = [r for r in rows if r["method"].startswith("index IVF")]
+    shares = [int(r["params"].split("=")[1]) / int(r["method"].removeprefix("index IVF")) for r in table]
     for key in dict.fromkeys((r["N"], r["data"]) for r in table):
         part = [r for r in table if (r["N"], r["data"]) == key]
-        probes = [int(r["params"].split("=")[1]) for r in part]
+        probes = [x for r, x in zip(table, shares) if (r["N"], r["data"]) == key]
         label = f"N={key[0]:,} {key[1]} ({part[0]['method'][6:]})"
         left.plot(probes, [r["mean Jaccard"] for r in part], "o-", label=label)
         right.plot(probes, [r["CPU speed-up"] for r in part], "o-", label=label)
     left.axhline(0.99, color="grey", ls=":", lw=1)
     right.axhline(50, color="grey", ls=":", lw=1)
-    left.set(xscale="log", xlabel="nprobe (lists searched)", ylabel="mean Jaccard of H vs exact", ylim=(0, 1.02))
-    right.set(xscale="log", yscale="log", xlabel="nprobe (lists searched)", ylabel="CPU speed-up vs exact mining")
+    left.set(xscale="log", xlabel="share of the lists searched (nprobe / nlist)", ylabel="mean Jaccard of H vs exact",
+             ylim=(0, 1.02))
+    right.set(xscale="log", yscale="log", xlabel="share of the lists searched (nprobe / nlist)",
+              ylabel="CPU speed-up vs exact mining")
     left.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(out_dir / "fig_scale_recall.png", dpi=120)
-    _write_csv([{k: r[k] for k in ("N", "data", "method", "params", "mean Jaccard", "identical", "CPU speed-up",
-                                     "speed-up")} for r in table], out_dir / "fig_scale_recall.csv")
+    _write_csv([{**{k: r[k] for k in ("N", "data", "method", "params", "mean Jaccard", "identical", "CPU speed-up",
+                                        "speed-up")}, "share searched": x} for r, x in zip(table, shares)],
+               out_dir / "fig_scale_recall.csv")
     return out_dir / "fig_scale_recall.png"
 
 
@@ -274,20 +283,33 @@ def write_table(rows: list[dict], path: Path) -> None:
 
 
 def bench_scale(quick: bool = False, out_dir: Path | None = None) -> list[dict]:
-    """Every size of SIZES (QUICK_SIZES with --quick), the wide token shape, and the isotropic
-    corpus; writes the two figures, their CSVs and the markdown table (scale_table.md) to
-    `out_dir` (default figures/scale, or a fresh temporary folder with --quick)."""
+    """Every size of SIZES (QUICK_SIZES with --quick), then the wide token shape, the isotropic
+    corpus and HNSW at the middle size (`bench_variants`); writes the figures, their CSVs and the
+    markdown table (`write_outputs`) to `out_dir` (default figures/scale, or a fresh temporary
+    folder with --quick)."""
     sizes, n_queries = (QUICK_SIZES, 100) if quick else (SIZES, N_QUERIES)
     out_dir = out_dir or (Path(tempfile.mkdtemp(prefix="qurelib-scale-")) if quick else OUT_DIR)
     rows = []
     for n in sizes:
         rows += bench_size(n, n_queries)
-    base = list(rows)
-    wide_n = 2_000 if quick else WIDE["n"]
-    rows += bench_size(wide_n, n_queries, WIDE["t"], WIDE["d"])
-    rows += bench_size(sizes[1], n_queries, intrinsic=None, flat=False)
+    rows += bench_variants(sizes[1], 2_000 if quick else WIDE["n"], n_queries)
+    write_outputs(rows, out_dir)
+    return rows
+
+
+def bench_variants(n: int, wide_n: int, n_queries: int) -> list[dict]:
+    """The rows beside the size sweep: T = 32, D = 256 at `wide_n` images; the isotropic corpus and
+    an HNSW index over the tokens at `n` images."""
+    rows = bench_size(wide_n, n_queries, WIDE["t"], WIDE["d"])
+    rows += bench_size(n, n_queries, intrinsic=None, flat=False)
+    rows += bench_size(n, n_queries, flat=False, ann=(("HNSW32", tuple(f"efSearch={e}" for e in EF_SEARCH)),))
+    return [dict(r, group="variants") for r in rows]
+
+
+def write_outputs(rows: list[dict], out_dir: Path) -> None:
+    """fig_scale_cost (the size sweep's rows), fig_scale_recall (every IVF row) and scale_table.md
+    (every row) in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_cost(base, out_dir)
+    plot_cost([r for r in rows if r.get("group") != "variants"], out_dir)
     plot_recall(rows, out_dir)
     write_table(rows, out_dir / "scale_table.md")
-    return rows
