@@ -39,8 +39,11 @@ def test_a_runs_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
                         "-p", "epochz", "5"]) == 2
 
 
-def test_the_stage_kernel_uses_ipc_not_tcp():
-    assert runner.LocalKernelManager().transport == "ipc"
+def test_the_stage_kernel_uses_ipc_not_tcp_with_sockets_of_its_own():
+    """Kernels started at once (make -j2 ablation) once shared socket files and read each other's
+    messages ("Invalid Signature")."""
+    one, two = runner.LocalKernelManager(), runner.LocalKernelManager()
+    assert one.transport == two.transport == "ipc" and one.ip != two.ip
 
 
 # --- plain papermill: the notebook checks what papermill injected -------------------------------------

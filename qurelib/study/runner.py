@@ -21,21 +21,30 @@ import difflib
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import papermill
 import yaml
 from jupyter_client.manager import AsyncKernelManager
 from papermill.cli import _resolve_type as papermill_value  # papermill's own -p typing, used as-is
-from traitlets import CaselessStrEnum
+from jupyter_core.paths import jupyter_runtime_dir
+from traitlets import CaselessStrEnum, default
 
 
 class LocalKernelManager(AsyncKernelManager):
     """A stage's kernel on this machine talks over IPC sockets (files in Jupyter's runtime folder), not
     unencrypted TCP ports: nothing to eavesdrop on, and the kernel starts without ipykernel's warning,
-    so a warning that does appear means something."""
+    so a warning that does appear means something. Each kernel's sockets get a name of their own:
+    kernels started at once (`make -j2 ablation`) would otherwise race for the same socket files."""
 
     transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    @default("ip")
+    def _unique_ipc_path(self) -> str:
+        folder = Path(jupyter_runtime_dir())
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder / f"qurelib-{uuid.uuid4().hex[:16]}-ipc")
 
 
 class StageError(ValueError):
