@@ -7,9 +7,12 @@ Per corpus size N, the same queries are mined three ways:
   then `qure.mine_hard_negatives`, the sets every other row is compared with;
 - index "Flat": the exact FAISS index, candidates certified (identical sets by construction);
 - index "IVF": inverted lists (nlist ~ sqrt(N T)), searched with a few nprobe values.
-Each row gives wall and CPU seconds, the peak resident memory above the phase's start (sampled
-from /proc every 5 ms), the index build time, and the sets' agreement with exact mining (mean
-Jaccard, share of queries identical).
+Beside the size sweep (`bench_variants`): BLIP-2's token shape T = 32, D = 256; an isotropic corpus
+(no low-dimensional structure); an HNSW index over the tokens. Each row gives wall and CPU seconds
+(CPU: every thread of the process, the comparable measure on a shared machine), the peak resident
+memory above the phase's start (sampled from /proc every 5 ms), the index build time, the sets'
+agreement with exact mining (mean Jaccard, share of queries identical) and the candidate
+generator's counts (widened queries, full rows). docs/SCALE.md reads the results.
 """
 
 from __future__ import annotations
@@ -141,13 +144,14 @@ def _index_row(n: int, name: str, index: candidates.CandidateIndex, build: tuple
                reference, exact: dict, mining: dict, depth: int) -> dict:
     """Mine with `index` (built in `build` = (wall s, CPU s, peak GB)), time it and compare the
     sets with `reference` (exact mining's)."""
+    hits = max(1, round(HITS_PER_IMAGE * tokens.shape[1]))
     (sets, report), wall, cpu, peak = _measured(lambda: candidates.mine_on_candidates(
-        query, tokens, target, index=index, depth=depth, hits_per_image=max(1, round(HITS_PER_IMAGE * tokens.shape[1])),
-        **mining))
+        query, tokens, target, index=index, depth=depth, hits_per_image=hits, **mining))
     jaccard, identical = agreement(reference, sets)
     t = report.timings
     return {"N": n, "method": name, "params": index.search_params or "-", "build s": round(build[0], 2),
-            "build CPU s": round(build[1], 2), "build peak GB": round(build[2], 2), "mine s": round(wall, 3), "mine CPU s": round(cpu, 3), "peak GB": round(peak, 2),
+            "build CPU s": round(build[1], 2), "build peak GB": round(build[2], 2), "mine s": round(wall, 3),
+            "mine CPU s": round(cpu, 3), "peak GB": round(peak, 2),
             "speed-up": round(exact["mine s"] / wall, 1), "CPU speed-up": round(exact["mine CPU s"] / cpu, 1),
             "speed-up incl. build": round(exact["mine s"] / (wall + build[0]), 2),
             "mean Jaccard": round(jaccard, 4), "identical": round(identical, 4),
@@ -269,8 +273,8 @@ def _write_csv(table: list[dict], path: Path) -> None:
         writer.writerows(table)
 
 
-TABLE_COLUMNS = ("N", "data", "method", "params", "build s", "build CPU s", "mine s", "mine CPU s", "peak GB", "speed-up",
-                 "CPU speed-up", "mean Jaccard", "identical", "widened", "whole-tail rows", "too-deep rows",
+TABLE_COLUMNS = ("N", "data", "method", "params", "build s", "build CPU s", "mine s", "mine CPU s", "peak GB",
+                 "speed-up", "CPU speed-up", "mean Jaccard", "identical", "widened", "whole-tail rows", "too-deep rows",
                  "mean candidates", "fingerprint_s", "search_s", "rescore_s", "mine_s", "exact_s",
                  "target rank p50/p90")
 
