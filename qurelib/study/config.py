@@ -29,7 +29,7 @@ class StudyConfig:
     profile: str          # artefacts and figures under runs/<profile>/
     dataset: str          # fashion-shapes | fashioniq | cirr
     data_root: str        # dataset folder; empty = data/generated/fashion-shapes-<data_profile>
-    data_profile: str     # Fashion-Shapes size when generated: smoke | default
+    data_profile: str     # Fashion-Shapes when generated: smoke | default | continuous-smoke | continuous
     model_name: str       # "tiny" (pretrained here first) | BLIP-2 hub id or local dir
     pretrain_epochs: int  # tiny backbone: image <-> description epochs
     epochs: int           # E: CIR fine-tuning epochs in all (warm-up included)
