@@ -1,7 +1,7 @@
 """An independent, deliberately plain statement of every hard-negative strategy (the test oracle).
 
-Written from the paper (Eqs. 4-7), the released code's loop as quoted in shared/paper/facts.md
-section 2, and the contract in `qurelib.qure`'s docstrings; it imports nothing from qurelib and
+Written from the paper (Eqs. 4-7), the released code's loop as quoted in docs/METHOD.md,
+section 5, and the contract in `qurelib.qure`'s docstrings; it imports nothing from qurelib and
 shares no code with `qurelib.qure` or `qurelib.kernels`. One query at a time, Python lists, no
 vectorisation, no cleverness: slow on purpose, so it is easy to read against the paper.
 

@@ -1,4 +1,4 @@
-"""Faults that once gave silently wrong or stale results (issue 15): each now gives a correct
+"""Faults that once gave silently wrong or stale results: each now gives a correct
 result or a clear error that names the file, field or parameter, before anything is moved."""
 
 import json
@@ -155,7 +155,7 @@ def test_a_misspelled_compared_model_fails_before_anything_is_evaluated(tmp_path
     assert "missing" in results["qurre"]
 
 
-# --- 9. the weak errors of issue 15: each names the file / field / parameter and the fix ---------
+# --- 9. errors that were once vague: each names the file / field / parameter and the fix ---------
 def write_json(path, obj):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(obj if isinstance(obj, str) else json.dumps(obj))

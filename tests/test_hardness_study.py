@@ -1,4 +1,4 @@
-"""Issue 11 in the study: the hardness table of notebook 02 (two splits of different sizes pooled
+"""Where H sits, in the study: the hardness table of notebook 02 (two splits of different sizes pooled
 by hand), the runs' last re-mining (notebook 06), the tier-coloured curves, the curve anatomy, and
 the built curves of the teaching section, whose H under each rule is known by construction."""
 

@@ -1,4 +1,4 @@
-"""Static rules for the notebooks (STYLE.md rules 3, 4, 9): thin cells, tagged flat parameters,
+"""Static rules for the notebooks: thin cells, tagged flat parameters,
 params/*.yaml keys that exist in the notebook they target with the same type, no stray outputs."""
 
 import ast
