@@ -205,6 +205,47 @@ $(RUN)/06_ablation_summary.ipynb: notebooks/06_ablation_summary.ipynb $(RUN)/04_
 		$(patsubst %,$(RUN)/ablation/03_%.ipynb,$(ABLATION)) | venv
 	$(STAGE) $< $@
 
+# --- objectives x H: notebook 03 forked from the same warm-up once per objective and H (make -j ok) ---
+# Is QuRe behind InfoNCE because of where H is, or because of how many negatives a step sees? A run is
+# obj_<objective>__<H>; the Bradley-Terry cells are the ablation's runs (qure, ablation_drops_window_0.05,
+# ablation_after_target_top_k, ablation_all: the same settings give the same weights). Notebook 08 sums up.
+.PHONY: objectives sweep-ndef
+OBJECTIVE_H := released window_0.05 after_target_top_k all
+hargs_released := -p strategy drops
+hargs_window_0.05 := $(args_drops_window_0.05)
+hargs_after_target_top_k := $(args_after_target_top_k)
+hargs_all := $(args_all)
+oargs_multi_negative_5 := -p objective multi_negative -p negatives 5
+oargs_in_batch_hard_1 := -p objective in_batch_hard -p negatives 1
+oargs_aux_positive := -p objective aux_positive -p aux_positives 5
+oargs_aux_positive_rank := -p objective aux_positive_weighted -p aux_positives 5 -p aux_weighting rank
+OBJECTIVE_RUNS ?= $(foreach o,multi_negative_5 in_batch_hard_1,$(foreach h,$(OBJECTIVE_H),$(o)__$(h))) \
+	aux_positive__window_0.05 aux_positive_rank__window_0.05
+# make test's wiring check (smoke profile): one fork per new objective, OBJECTIVE_RUNS="$(OBJECTIVE_SMOKE)"
+OBJECTIVE_SMOKE := multi_negative_5__window_0.05 in_batch_hard_1__window_0.05 aux_positive_rank__window_0.05
+
+objectives: venv $(RUN)/08_objectives_summary.ipynb
+	$(PY) -m qurelib.study.html_report $(RUN)
+	@cat $(RUN)/objectives.md
+
+$(RUN)/objectives/03_%.ipynb: notebooks/03_preference_finetune.ipynb $(RUN)/01_warmup.ipynb | venv
+	$(STAGE) -p run_name obj_$* -p train_baseline False $(oargs_$(firstword $(subst __, ,$*))) \
+		$(hargs_$(lastword $(subst __, ,$*))) $< $@
+
+$(RUN)/08_objectives_summary.ipynb: notebooks/08_objectives_summary.ipynb $(RUN)/04_evaluate.ipynb \
+		$(patsubst %,$(RUN)/ablation/03_%.ipynb,drops_window_0.05 after_target_top_k all) \
+		$(patsubst %,$(RUN)/objectives/03_%.ipynb,$(OBJECTIVE_RUNS)) | venv
+	$(STAGE) $< $@
+
+# QuRe as released and in a 5 % window at E = 30 for each n_def: one chain per n_def under
+# $(RUNS)/ndef/n_def-<n>/ (its own warm-up of E // n_def epochs), then a table ($(RUNS)/ndef/ndef_sweep.md)
+NDEF_SWEEP ?= 3 6 10
+sweep-ndef: venv
+	@for n in $(NDEF_SWEEP); do sub=$(RUNS)/ndef/n_def-$$n; \
+		$(MAKE) --no-print-directory RUNS=$$sub NB_ARGS="$(NB_ARGS) -p epochs 30 -p n_def $$n -p train_baseline False" \
+		$$sub/$(PROFILE)/03_preference_finetune.ipynb $$sub/$(PROFILE)/ablation/03_drops_window_0.05.ipynb || exit 1; done
+	$(PY) -m qurelib.study.grid ndef-sweep $(RUNS)/ndef $(PROFILE) $(NDEF_SWEEP)
+
 bench: venv
 	$(PY) -m qurelib.bench
 
