@@ -510,6 +510,19 @@ def _check_columns(query, tokens, index: CandidateIndex, target_idx, exclude) ->
     return target, exclude
 
 
+def _check_depths(depth, max_depth, hits_per_image) -> tuple[int, int]:
+    """(depth, max_depth) validated: ints >= 1 (hits_per_image too, or None), max_depth >= depth
+    (default MAX_DEPTH_FACTOR x depth)."""
+    max_depth = MAX_DEPTH_FACTOR * depth if max_depth is None else max_depth
+    hits = 1 if hits_per_image is None else hits_per_image
+    for name, value in (("depth", depth), ("max_depth", max_depth), ("hits_per_image", hits)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1; got {name}={value!r}")
+    if max_depth < depth:
+        raise ValueError(f"max_depth must be >= depth; got max_depth={max_depth}, depth={depth}")
+    return depth, max_depth
+
+
 def mine_on_candidates(query: torch.Tensor, corpus_tokens, target_idx, *, index: CandidateIndex,
                        strategy: str = qure.DEFAULT_STRATEGY, rule: str = qure.DEFAULT_RULE,
                        window: int | float | None = None, k: int | None = None, ratio: float | None = None,
@@ -537,8 +550,9 @@ def mine_on_candidates(query: torch.Tensor, corpus_tokens, target_idx, *, index:
     width = check_candidate_mining(strategy, rule, consecutive_threshold, k, ratio, window, index.n_total)
     tokens, query = _as_tokens(corpus_tokens), torch.as_tensor(query)
     target, exclude = _check_columns(query, tokens, index, target_idx, exclude)
-    depth = depth or (needed_depth(strategy, RANK_ALLOWANCE, k, width) or k + RANK_ALLOWANCE)
-    report = CandidateReport(len(query), depth, max_depth or MAX_DEPTH_FACTOR * depth)
+    if depth is None:
+        depth = needed_depth(strategy, RANK_ALLOWANCE, k, width) or k + RANK_ALLOWANCE
+    report = CandidateReport(len(query), *_check_depths(depth, max_depth, hits_per_image))
     t0 = time.perf_counter()
     if check_fingerprint and fingerprint(corpus_tokens) != index.fingerprint:
         raise ValueError("index was built from other corpus embeddings than corpus_tokens (fingerprint differs): "
@@ -547,10 +561,11 @@ def mine_on_candidates(query: torch.Tensor, corpus_tokens, target_idx, *, index:
     report.block_rows = rescore_block(query, tokens)
     mining = dict(rule=rule, consecutive_threshold=consecutive_threshold, k=k, ratio=ratio)
     sets, fallback = [np.zeros(0, np.int64)] * len(query), np.zeros(len(query), dtype=bool)
-    rows, depths, full_rows = np.arange(len(query)), np.full(len(query), depth, dtype=np.int64), []
+    rows, depths, full_rows = np.arange(len(query)), np.full(len(query), report.depth, dtype=np.int64), \
+        [np.zeros(0, np.int64)]
     while len(rows):  # every rank takes the same rounds: the merged candidates are the same everywhere
         settled = _round(query, tokens, index, rows, depths, hits_per_image or tokens.shape[1], target, exclude,
-                         strategy, width, mining, report)
+                         strategy, width, mining, report)  # hits_per_image: T by default
         for i in np.nonzero(settled.done)[0].tolist():
             sets[rows[i]], fallback[rows[i]] = settled.sets[i], settled.fallback[i]
         report.exact_whole_tail += int(settled.whole_tail.sum())
@@ -562,10 +577,10 @@ def mine_on_candidates(query: torch.Tensor, corpus_tokens, target_idx, *, index:
         full_rows += [rows[settled.whole_tail], rows[left][~deeper]]
         rows, depths = rows[left][deeper], nxt[deeper]
     t2 = time.perf_counter()
-    full_rows = np.sort(np.concatenate(full_rows)) if full_rows else np.zeros(0, np.int64)
-    full_sets, full_fb = _mine_full_rows(query, tokens, full_rows, target, exclude,
-                                         dict(mining, strategy=strategy, window=window), report.block_rows)
-    for i, q in enumerate(full_rows.tolist()):
-        sets[q], fallback[q] = full_sets[i], full_fb[i]
+    full_rows = np.sort(np.concatenate(full_rows))
+    for q, s, fb in zip(full_rows.tolist(), *_mine_full_rows(query, tokens, full_rows, target, exclude,
+                                                            dict(mining, strategy=strategy, window=window),
+                                                            report.block_rows)):
+        sets[q], fallback[q] = s, fb
     report.timings["exact_s"] = time.perf_counter() - t2
     return qure.HardNegativeSets.from_lists(sets, fallback), report

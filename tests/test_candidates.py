@@ -158,6 +158,9 @@ def test_bad_columns_and_shapes_are_refused(corpus):
         candidates.mine_on_candidates(query, tokens, torch.full((40,), 500), index=index, **WINDOWED[0])
     with pytest.raises(ValueError, match="exclude"):
         candidates.mine_on_candidates(query, tokens, target, index=index, exclude=target, **WINDOWED[0])
+    for bad in (dict(depth=0), dict(depth=8, max_depth=4), dict(hits_per_image=2.5), dict(depth=True)):
+        with pytest.raises(ValueError, match="depth|hits_per_image"):
+            candidates.mine_on_candidates(query, tokens, target, index=index, **bad, **WINDOWED[0])
     with pytest.raises(ValueError, match="do not match the index"):
         candidates.mine_on_candidates(query[:, :8], tokens, target, index=index, **WINDOWED[0])
 
