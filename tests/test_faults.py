@@ -134,8 +134,10 @@ def test_malformed_positives_and_damaged_images(tmp_path, monkeypatch):
     assert split.check_images() == [] and [i for i, _ in split.check_images(verify=True)] == [victim]
     with pytest.raises(DatasetError, match=f"{victim}.*does not decode"):
         split.load_image(victim)
-    stages.prepare_data(cfg)  # generated data: the damaged image is regenerated
-    assert load_fashion_shapes(root, "val")["dress"].load_image(victim).size[0] > 0
+    with pytest.raises(DatasetError, match=f"{victim}"):  # a folder the user passed: named, never rewritten
+        stages.prepare_data(cfg)
+    assert split.image_paths[victim].read_bytes() == b"\x89PNG not really"
+    make_fashion_shapes(root, "smoke", seed=0, force=True)  # what the project's own folder gets (stage 00)
     pos = root / "relevance" / "positives.dress.val.json"
     entries = json.loads(pos.read_text())
     entries[2] = "dress-val-img-0001"  # a string where a list belongs
@@ -232,8 +234,12 @@ def test_generated_data_repairs_itself_and_its_errors_say_regenerate(tmp_path, m
     from qurelib.data.schema import DatasetError
     from qurelib.data.synthetic import load_fashion_shapes, make_fashion_shapes, read_manifest
 
-    root = make_fashion_shapes(tmp_path / "fs", "smoke", seed=0)
-    cfg = cfg_in(tmp_path / "runs", monkeypatch, data_root=str(root))
+    from qurelib import paths
+
+    monkeypatch.setattr("qurelib.paths.DATA_DIR", tmp_path / "data")  # the project's own generated folder
+    root = make_fashion_shapes(paths.generated_data_dir("smoke"), "smoke", seed=0)
+    cfg = cfg_in(tmp_path / "runs", monkeypatch)
+    assert cfg.root == root
     split = load_fashion_shapes(root, "val")["shirt"]
     victim = split.corpus_ids[0]
     split.image_paths[victim].unlink()  # a deleted generated image
@@ -373,7 +379,7 @@ def test_damaged_run_files_are_named_with_the_stage_to_rerun(tmp_path, monkeypat
     with pytest.raises(ValueError, match=r"config\.json is damaged .*rerun the stage that trains 'warmup'"):
         stages.load_run(cfg, "warmup")
     (cfg.run_dir / "warmup" / "history.jsonl").write_text('{"epoch": 0}\n{"epo')
-    with pytest.raises(ValueError, match=r"history\.jsonl, line 2, is damaged .*rerun the run's stage"):
+    with pytest.raises(ValueError, match=r"history\.jsonl, line 2, is damaged .*restore-history"):
         read_history(cfg.run_dir / "warmup")
     (cfg.run_dir / "warmup" / "config.json").write_text("[")  # cannot tell whether it may resume: start afresh
     with pytest.warns(UserWarning, match=r"config\.json is damaged.*moved to"):
@@ -404,7 +410,7 @@ def test_fashion_shapes_records_and_profile_are_checked(tmp_path, monkeypatch):
     from qurelib.data.schema import DatasetError
     from qurelib.data.synthetic import load_fashion_shapes, make_fashion_shapes
 
-    with pytest.raises(ValueError, match=r"parameter data_profile='smok': expected one of \('smoke', 'default'\)"):
+    with pytest.raises(ValueError, match=r"parameter data_profile='smok': expected one of \('smoke', 'default'"):
         cfg_in(tmp_path, monkeypatch, data_profile="smok")
     root = make_fashion_shapes(tmp_path / "fs", "smoke", seed=0)
     attributes = root / "relevance" / "attributes.json"
