@@ -10,6 +10,7 @@ LOCK := requirements.lock
 # One setting decides where runs live: RUNS (or QURELIB_RUNS_DIR, the same thing for the library).
 RUNS ?= $(or $(QURELIB_RUNS_DIR),runs)
 space := $(subst ,, )
+comma := ,
 ifneq ($(words $(RUNS)),1)
 $(error RUNS="$(RUNS)" holds a space, which make cannot use in a path; choose a folder without one)
 endif
@@ -178,19 +179,12 @@ $(RUN)/%.ipynb: notebooks/%.ipynb params/$(PROFILE).yaml | venv
 
 # --- the ablation: notebook 03 once per strategy, each a fork of the same warm-up (make -j ok) ---
 ABLATION_K ?= 20
-# beyond the paper: the drops searched in the first 2 / 5 / 10 % of the corpus below the
-# target (2 %: the share of the paper's top-k ablations, k = 100 of ~6,000), and the scale-free rule
-ABLATION := drops_paper top_k after_target_top_k percent_of_positive all \
-	drops_window_0.02 drops_window_0.05 drops_window_0.1 drops_scale_free
-args_drops_paper := -p strategy drops -p rule paper
-args_drops_window_0.02 := -p strategy drops -p window 0.02
-args_drops_window_0.05 := -p strategy drops -p window 0.05
-args_drops_window_0.1 := -p strategy drops -p window 0.1
-args_drops_scale_free := -p strategy drops -p rule scale_free
-args_top_k := -p strategy top_k -p k $(ABLATION_K)
-args_after_target_top_k := -p strategy after_target_top_k -p k $(ABLATION_K)
-args_percent_of_positive := -p strategy percent_of_positive -p ratio 0.95 -p k $(ABLATION_K)
-args_all := -p strategy all
+# Each variant is a mining spec's text (qurelib/mining_spec.py), which is also its run's name
+# (ablation_<spec>) and notebook 03's `mining` parameter. Beyond the paper: the drops searched in the
+# first 2 / 5 / 10 % of the corpus below the target (2 %: the share of the paper's top-k ablations,
+# k = 100 of ~6,000), and the scale-free rule.
+ABLATION := drops-paper top_k-k$(ABLATION_K) after_target_top_k-k$(ABLATION_K) \
+	percent_of_positive-k$(ABLATION_K)-r0.95 all drops-w0.02 drops-w0.05 drops-w0.1 drops-scale_free
 
 ifeq ($(strip $(SEEDS)$(DATA_SEEDS)),)
 ablation: venv $(RUN)/06_ablation_summary.ipynb
@@ -199,30 +193,27 @@ ablation: venv $(RUN)/06_ablation_summary.ipynb
 endif
 
 $(RUN)/ablation/03_%.ipynb: notebooks/03_preference_finetune.ipynb $(RUN)/01_warmup.ipynb | venv
-	$(STAGE) -p run_name ablation_$* -p train_baseline False $(args_$*) $< $@
+	$(STAGE) -p run_name ablation_$* -p train_baseline False -p mining $* $< $@
 
 $(RUN)/06_ablation_summary.ipynb: notebooks/06_ablation_summary.ipynb $(RUN)/04_evaluate.ipynb \
 		$(patsubst %,$(RUN)/ablation/03_%.ipynb,$(ABLATION)) | venv
-	$(STAGE) $< $@
+	$(STAGE) -p variants "qure,$(subst $(space),$(comma),$(patsubst %,ablation_%,$(ABLATION))),info_nce" $< $@
 
 # --- objectives x H: notebook 03 forked from the same warm-up once per objective and H (make -j ok) ---
 # Is QuRe behind InfoNCE because of where H is, or because of how many negatives a step sees? A run is
-# obj_<objective>__<H>; the Bradley-Terry cells are the ablation's runs (qure, ablation_drops_window_0.05,
-# ablation_after_target_top_k, ablation_all: the same settings give the same weights). Notebook 08 sums up.
+# obj_<objective>__<H>, H a mining spec's text; the Bradley-Terry cells are the ablation's runs (qure,
+# ablation_drops-w0.05, ablation_after_target_top_k-k20, ablation_all: the same settings give the same
+# weights). Notebook 08 sums up.
 .PHONY: objectives sweep-ndef
-OBJECTIVE_H := released window_0.05 after_target_top_k all
-hargs_released := -p strategy drops
-hargs_window_0.05 := $(args_drops_window_0.05)
-hargs_after_target_top_k := $(args_after_target_top_k)
-hargs_all := $(args_all)
+OBJECTIVE_H := drops drops-w0.05 after_target_top_k-k$(ABLATION_K) all
 oargs_multi_negative_5 := -p objective multi_negative -p negatives 5
 oargs_in_batch_hard_1 := -p objective in_batch_hard -p negatives 1
 oargs_aux_positive := -p objective aux_positive -p aux_positives 5
 oargs_aux_positive_rank := -p objective aux_positive_weighted -p aux_positives 5 -p aux_weighting rank
 OBJECTIVE_RUNS ?= $(foreach o,multi_negative_5 in_batch_hard_1,$(foreach h,$(OBJECTIVE_H),$(o)__$(h))) \
-	aux_positive__window_0.05 aux_positive_rank__window_0.05
+	aux_positive__drops-w0.05 aux_positive_rank__drops-w0.05
 # make test's wiring check (smoke profile): one fork per new objective, OBJECTIVE_RUNS="$(OBJECTIVE_SMOKE)"
-OBJECTIVE_SMOKE := multi_negative_5__window_0.05 in_batch_hard_1__window_0.05 aux_positive_rank__window_0.05
+OBJECTIVE_SMOKE := multi_negative_5__drops-w0.05 in_batch_hard_1__drops-w0.05 aux_positive_rank__drops-w0.05
 
 objectives: venv $(RUN)/08_objectives_summary.ipynb
 	$(PY) -m qurelib.study.html_report $(RUN)
@@ -230,10 +221,10 @@ objectives: venv $(RUN)/08_objectives_summary.ipynb
 
 $(RUN)/objectives/03_%.ipynb: notebooks/03_preference_finetune.ipynb $(RUN)/01_warmup.ipynb | venv
 	$(STAGE) -p run_name obj_$* -p train_baseline False $(oargs_$(firstword $(subst __, ,$*))) \
-		$(hargs_$(lastword $(subst __, ,$*))) $< $@
+		-p mining $(lastword $(subst __, ,$*)) $< $@
 
 $(RUN)/08_objectives_summary.ipynb: notebooks/08_objectives_summary.ipynb $(RUN)/04_evaluate.ipynb \
-		$(patsubst %,$(RUN)/ablation/03_%.ipynb,drops_window_0.05 after_target_top_k all) \
+		$(patsubst %,$(RUN)/ablation/03_%.ipynb,drops-w0.05 after_target_top_k-k$(ABLATION_K) all) \
 		$(patsubst %,$(RUN)/objectives/03_%.ipynb,$(OBJECTIVE_RUNS)) | venv
 	$(STAGE) $< $@
 
@@ -243,7 +234,7 @@ NDEF_SWEEP ?= 3 6 10
 sweep-ndef: venv
 	@for n in $(NDEF_SWEEP); do sub=$(RUNS)/ndef/n_def-$$n; \
 		$(MAKE) --no-print-directory RUNS=$$sub NB_ARGS="$(NB_ARGS) -p epochs 30 -p n_def $$n -p train_baseline False" \
-		$$sub/$(PROFILE)/03_preference_finetune.ipynb $$sub/$(PROFILE)/ablation/03_drops_window_0.05.ipynb || exit 1; done
+		$$sub/$(PROFILE)/03_preference_finetune.ipynb $$sub/$(PROFILE)/ablation/03_drops-w0.05.ipynb || exit 1; done
 	$(PY) -m qurelib.study.grid ndef-sweep $(RUNS)/ndef $(PROFILE) $(NDEF_SWEEP)
 
 bench: venv

@@ -29,7 +29,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from qurelib import audit, qure
+from qurelib import qure
+from qurelib.qure import MiningSpec, as_spec, mine_hard_negatives
 
 
 def gaps_by_decile(scores: torch.Tensor, bins: int = 10) -> list[float]:
@@ -105,11 +106,11 @@ def synthetic_curve(n_bulk: int = 1000, n_near: int = 30, n_positives: int = 5, 
 
 
 def mine_rules(curve: dict, specs) -> dict:
-    """{spec: corpus columns of H} of a `synthetic_curve` (one query) under each audit spec
-    ("drops/released", "drops/released@0.05", ...)."""
+    """{spec text: corpus columns of H} of a `synthetic_curve` (one query) under each mining spec
+    ("drops", "drops-w0.05", ...)."""
     scores = torch.as_tensor(curve["scores"], dtype=torch.float32)[None]  # (1, N)
     target = torch.tensor([curve["target"]])
-    return {spec: audit.mine_spec(scores, target, spec, k=100, ratio=0.95)[0].numpy() for spec in specs}
+    return {str(spec): mine_hard_negatives(scores, target, spec)[0].numpy() for spec in map(as_spec, specs)}
 
 
 def near_miss_hits(specs, seeds: int = 20, n_outliers: int = 15) -> list[dict]:
@@ -119,11 +120,12 @@ def near_miss_hits(specs, seeds: int = 20, n_outliers: int = 15) -> list[dict]:
         found = 0
         for seed in range(seeds):
             curve = synthetic_curve(n_outliers=outliers, seed=seed)
-            near = curve["tiers"][mine_rules(curve, [spec])[spec]] == 1
+            near = curve["tiers"][mine_rules(curve, [spec])[str(spec)]] == 1
             found += int(near.sum() >= 28 and near.mean() > 0.9)
         return found
 
-    return [{"rule": spec, f"light tails: near misses found (of {seeds})": hits(0, spec),
+    specs = [as_spec(spec) for spec in specs]
+    return [{"rule": str(spec), f"light tails: near misses found (of {seeds})": hits(0, spec),
              f"heavy lower tail: near misses found (of {seeds})": hits(n_outliers, spec)} for spec in specs]
 
 
@@ -135,8 +137,8 @@ TARGET_SCORE = 0.8  # every built curve is shifted so its target scores this (pe
 LOCAL_GAPS = 20  # g: the median of the first LOCAL_GAPS gaps of the bulk, just below the tier
 LOCAL_HALF_WIDTH = 5  # the label-free ratio: the steepest gap over the median of the 2 x 5 gaps around it
 RATIO_WINDOW = 0.05  # the label-free ratio searches the first 5 % of the corpus below the target
-SWEEP_RULES = ("drops/released", "drops/paper", "drops/released@0.02", "drops/released@0.05", "drops/scale_free",
-               "top_k", "after_target_top_k", "percent_of_positive")
+SWEEP_RULES = ("drops", "drops-paper", "drops-w0.02", "drops-w0.05", "drops-scale_free",
+               "top_k-k20", "after_target_top_k-k20", "percent_of_positive-k20-r0.95")
 HIT_SHARE = 0.9  # "H is the tier": at least 90 % of H are near misses and H holds 90 % of the tier
 REGIME_RATE = 0.8  # a rule works at r when H is the tier on at least 80 % of the curves
 CLEAN_FN = 1.0  # ... or when 80 % of H are near misses with at most 1 % false negatives (a clean part of it)
@@ -221,7 +223,7 @@ def measure_cliff_ratio(scores, target_idx, near_misses=None, *, window: int | f
     vals = np.asarray(torch.as_tensor(scores).detach().double().cpu().numpy())  # (Q, N)
     targets = np.asarray(torch.as_tensor(target_idx).cpu().numpy()).astype(np.int64)  # (Q,)
     near = None if near_misses is None else np.asarray(torch.as_tensor(near_misses).cpu().numpy()).astype(bool)
-    width = qure.window_size(window, vals.shape[1])
+    width = MiningSpec(window=window).window_size(vals.shape[1])
     out = np.full(len(vals), np.nan)
     for q, (row, t) in enumerate(zip(vals, targets)):
         order = np.argsort(-row, kind="stable")  # ties by column, as the mining ranks them
@@ -275,20 +277,20 @@ def set_outcomes(tiers_of_members: Sequence[np.ndarray], n_near: int) -> dict:
 
 
 def smoothness_sweep(shapes: Mapping[str, CurveShape] | None = None, cliff_ratios: Sequence[float] = DEFAULT_CLIFF_RATIOS,
-                     specs: Sequence[str] = SWEEP_RULES, *, curves: int = 20, seed: int = 0, k: int = 20,
-                     ratio: float = 0.95, consecutive_threshold: int = 1) -> list[dict]:
+                     specs: Sequence[MiningSpec | str] = SWEEP_RULES, *, curves: int = 20,
+                     seed: int = 0) -> list[dict]:
     """Each rule's success against r, the cliff over the local spacing, on built curves.
 
     For every shape (default SWEEP_SHAPES; its cliff_ratio is replaced by each r) and every r,
     `curves` curves (seeds seed .. seed + curves - 1, the same draws at every r: only the cliffs
-    differ) are mined with every spec (`audit.mine_spec`; k and ratio of the top-k family).
+    differ) are mined with every spec (`qure.mine_hard_negatives`).
     Returns one row per (setting, r, rule): "hit_rate" (share of curves whose H is the tier, see
     `set_outcomes`), "near_share" (mean share of H that is near misses; an empty H counts 0),
     "tier_recall" (mean share of the tier in H), "fn_rate" (% of all mined images that are true
     positives), "size_mean", and "measured_ratio" (the median over the curves of
     `measure_cliff_ratio` without labels, to compare real curves with).
     """
-    rows = []
+    rows, specs = [], [as_spec(spec) for spec in specs]
     for label, base in (SWEEP_SHAPES if shapes is None else shapes).items():
         if base.n_near < 1:
             raise ValueError(f"smoothness_sweep: setting {label!r} has no near-miss tier (n_near=0)")
@@ -297,10 +299,9 @@ def smoothness_sweep(shapes: Mapping[str, CurveShape] | None = None, cliff_ratio
             scores, target = torch.as_tensor(batch["scores"]), torch.as_tensor(batch["target"])  # (C, N), (C,)
             measured = float(np.nanmedian(measure_cliff_ratio(scores, target)))
             for spec in specs:
-                sets = audit.mine_spec(scores, target, spec, k=k, ratio=ratio,
-                                       consecutive_threshold=consecutive_threshold)
+                sets = mine_hard_negatives(scores, target, spec)
                 out = set_outcomes([batch["tiers"][q][sets[q].numpy()] for q in range(curves)], base.n_near)
-                rows.append({"setting": label, "cliff_ratio": float(r), "rule": spec, "curves": curves,
+                rows.append({"setting": label, "cliff_ratio": float(r), "rule": str(spec), "curves": curves,
                              "hit_rate": float(out["hit"].mean()),
                              "near_share": float(np.mean(out["near"] / np.maximum(out["size"], 1))),
                              "tier_recall": float(np.mean(out["near"] / base.n_near)),

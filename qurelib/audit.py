@@ -1,12 +1,9 @@
 """The audit of mined hard-negative sets (this study's false-negative analysis, the paper's Fig. 4
-strategies side by side): one list of audited strategies, one parser of their names, the
-statistics of a set, and one pooling over splits (query-weighted).
+strategies side by side): one list of audited strategies, the statistics of a set, and one pooling
+over splits (query-weighted).
 
-A strategy is named by a spec string: "drops/<rule>" with a rule of `qure.RULES` ("drops/released",
-"drops/paper", "drops/scale_free"), optionally "@<window>" for a drop search window
-("drops/released@100": the first 100 images below the target; "drops/released@0.02": the first
-2 % of the corpus; a window with a decimal point is a fraction), or another strategy of
-`qure.mine_hard_negatives` ("top_k", "after_target_top_k", "percent_of_positive", "all").
+Each audited strategy is a `MiningSpec`; results are keyed by its text form ("drops", "drops-paper",
+"top_k-k20", "drops-w0.02", ...: `qurelib.mining_spec`).
 
 Two audits: `hard_negative_stats` (sizes and false negatives) and `hardness_stats` (where H sits
 on the score curve and, where image attributes are known, what it is made of by attribute distance
@@ -24,44 +21,19 @@ import numpy as np
 import torch
 
 from qurelib.data import synthetic_continuous as continuous
-from qurelib.qure import SUGGESTED_WINDOW, HardNegativeSets, check_mining_args, mine_hard_negatives
-
-AUDIT = ("drops/released", "drops/paper", "top_k", "after_target_top_k", "percent_of_positive", "all")
-# The drop rules beyond the paper beside AUDIT's (a separate tuple, so AUDIT's columns stay as they are).
-HARDNESS_AUDIT = AUDIT + (f"drops/released@{SUGGESTED_WINDOW}", "drops/scale_free")
-SIZED = ("top_k", "after_target_top_k", "percent_of_positive")  # strategies that take k
+from qurelib.qure import SUGGESTED_WINDOW, HardNegativeSets, MiningSpec, as_spec, mine_hard_negatives
 
 
-def parse_spec(spec: str) -> dict:
-    """"drops/paper" -> {"strategy": "drops", "rule": "paper", "window": None};
-    "drops/released@100" -> window 100; "drops/released@0.02" -> window 0.02 (a fraction of the
-    corpus); a plain strategy keeps the released rule and no window. ValueError for a bad spec."""
-    head, at, window_text = spec.partition("@")
-    strategy, _, rule = head.partition("/")
-    if (rule or at) and strategy != "drops":
-        raise ValueError(f"audit spec {spec!r}: only 'drops' takes a rule and a window "
-                         f"(e.g. drops/released, drops/scale_free@100)")
-    window = None
-    if at:
-        try:
-            window = float(window_text) if "." in window_text else int(window_text)
-        except ValueError:
-            raise ValueError(f"audit spec {spec!r}: the window after '@' must be an int count or a "
-                             f"fraction like 0.02; got {window_text!r}") from None
-    parsed = {"strategy": strategy, "rule": rule or "released", "window": window}
-    check_mining_args(parsed["strategy"], parsed["rule"], 1, 1, 1.0, window)  # names the bad part
-    return parsed
+def audit_specs(k: int, ratio: float) -> tuple[MiningSpec, ...]:
+    """The paper's Fig. 4 strategies as audited at every re-mining: QuRe's two readings of the drop
+    rule, top-k, after-target top-k and TopK-PercPos with set size `k` (and `ratio`), and "all"."""
+    return (MiningSpec(), MiningSpec(rule="paper"), MiningSpec("top_k", k=k), MiningSpec("after_target_top_k", k=k),
+            MiningSpec("percent_of_positive", k=k, ratio=ratio), MiningSpec("all"))
 
 
-def mine_spec(scores: torch.Tensor, target_idx: torch.Tensor, spec: str, *, k: int, ratio: float,
-              exclude: torch.Tensor | None = None, consecutive_threshold: int = 1) -> HardNegativeSets:
-    """The sets strategy `spec` mines from (Q, N) scores; the top-k strategies use `k`,
-    percent_of_positive uses `ratio` (and `k`); a spec's "@window" sets the drop window."""
-    parsed = parse_spec(spec)
-    return mine_hard_negatives(scores, target_idx, **parsed, consecutive_threshold=consecutive_threshold,
-                               k=k if parsed["strategy"] in SIZED else None,
-                               ratio=ratio if parsed["strategy"] == "percent_of_positive" else None,
-                               exclude=exclude)
+def hardness_specs(k: int, ratio: float) -> tuple[MiningSpec, ...]:
+    """`audit_specs` and the drop rules beyond the paper: the suggested window, the scale-free rule."""
+    return audit_specs(k, ratio) + (MiningSpec(window=SUGGESTED_WINDOW), MiningSpec(rule="scale_free"))
 
 
 def hard_negative_stats(sets: HardNegativeSets, positives: Sequence[Sequence[int]] | None = None) -> dict:
@@ -94,24 +66,22 @@ def hard_negative_stats(sets: HardNegativeSets, positives: Sequence[Sequence[int
 
 
 def audit_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor,
-                         positives: Sequence[Sequence[int]] | None, specs: Sequence[str] = AUDIT,
-                         *, k: int, ratio: float, exclude: torch.Tensor | None = None,
-                         consecutive_threshold: int = 1, ranks: torch.Tensor | None = None,
+                         positives: Sequence[Sequence[int]] | None, specs: Sequence[MiningSpec | str], *,
+                         exclude: torch.Tensor | None = None, ranks: torch.Tensor | None = None,
                          distance: torch.Tensor | None = None, levels: int | None = None,
                          mined: Mapping[str, HardNegativeSets] | None = None) -> dict[str, dict]:
-    """`hard_negative_stats` of the sets each strategy in `specs` would mine from the same scores;
-    given `ranks` (`score_ranks(scores)`), each also carries `hardness_stats` under "hardness"
-    (with `distance`, `attribute_distances`, and `levels` for the composition). `mined`: the sets
-    of each spec already mined (data-parallel training mines them shard by shard); `scores` is
-    then unused and may be None."""
+    """`hard_negative_stats` of the sets each spec would mine from the same scores, keyed by the
+    spec's text; given `ranks` (`score_ranks(scores)`), each also carries `hardness_stats` under
+    "hardness" (with `distance`, `attribute_distances`, and `levels` for the composition).
+    `mined`: the sets of each spec already mined, keyed by its text (data-parallel training mines
+    them shard by shard); `scores` is then unused and may be None."""
     out = {}
-    for spec in specs:
-        sets = mined[spec] if mined is not None else \
-            mine_spec(scores, target_idx, spec, k=k, ratio=ratio, exclude=exclude,
-                      consecutive_threshold=consecutive_threshold)
-        out[spec] = hard_negative_stats(sets, positives)
+    for spec in map(as_spec, specs):
+        key = str(spec)
+        sets = mined[key] if mined is not None else mine_hard_negatives(scores, target_idx, spec, exclude=exclude)
+        out[key] = hard_negative_stats(sets, positives)
         if ranks is not None:
-            out[spec]["hardness"] = hardness_stats(sets, ranks, distance, levels)
+            out[key]["hardness"] = hardness_stats(sets, ranks, distance, levels)
     return out
 
 

@@ -25,8 +25,8 @@ rank(target) + k + 1, percent-of-positive (with k) the first k images under its 
    the corpus (`distributed.shard_range` layout); the per-shard candidates and their certified
    bounds are all-gathered and merged, so every rank mines the same rows as one process would.
 
-The whole-tail rules (window=None, strategy "all", percent-of-positive without k) need the whole
-curve: `mine_on_candidates` refuses them (ValueError naming the parameter).
+The whole-tail specs (`MiningSpec.whole_curve`: drops without a window, "all", percent-of-positive
+without k) need the whole curve: `mine_on_candidates` refuses them (ValueError naming the spec).
 
 Bitwise equality with full-corpus scores (the sets hang on ties and on which drop is steeper, so
 "equal to rounding" is not enough): BLAS results depend on the number of query rows of a product
@@ -195,37 +195,40 @@ def build_index(corpus_tokens, factory: str = "Flat", *, search_params: str = ""
 
 
 # --- the contract: what a strategy reads, what it refuses -----------------------------------------
-def check_candidate_mining(strategy: str, rule: str, consecutive_threshold: int, k: int | None,
-                           ratio: float | None, window: int | float | None, n_total: int) -> int | None:
-    """`qure.check_mining_args`, then refuse what needs the whole curve; returns the window as a
-    count of tail images (None for the top-k family)."""
-    qure.check_mining_args(strategy, rule, consecutive_threshold, k, ratio, window)
-    if strategy == "all":
-        raise ValueError("strategy='all' takes every image: it needs the whole curve; mine it on full scores")
-    if strategy == "percent_of_positive" and k is None:
-        raise ValueError("strategy='percent_of_positive' with k=None takes every image under the ceiling: it "
-                         "needs the whole curve; pass k (or mine it on full scores)")
-    if strategy != "drops":
+def check_candidate_mining(spec: qure.MiningSpec | str, n_total: int) -> int | None:
+    """Refuse a spec that needs the whole curve (`MiningSpec.whole_curve`); returns its window as a
+    count of tail images of the N-image corpus (None for the top-k family)."""
+    spec = qure.as_spec(spec)
+    if spec.strategy == "all":
+        raise ValueError(f"mining spec {str(spec)!r}: 'all' takes every image: it needs the whole curve; mine it on "
+                         f"full scores")
+    if spec.strategy == "percent_of_positive" and spec.k is None:
+        raise ValueError(f"mining spec {str(spec)!r}: percent_of_positive without k takes every image under the "
+                         f"ceiling: it needs the whole curve; give it k (e.g. '{spec.replace(k=20)}') or mine it on "
+                         f"full scores")
+    if spec.strategy != "drops":
         return None
-    if window is None:
-        raise ValueError(f"window=None searches the drops over the whole tail (rule {rule!r}): it needs the whole "
-                         f"curve; pass a window (e.g. window=100) or mine it on full scores")
-    width = qure.window_size(window, n_total)
+    if spec.window is None:
+        raise ValueError(f"mining spec {str(spec)!r}: no window, so the drops are searched over the whole tail (rule "
+                         f"{spec.rule!r}): it needs the whole curve; give it a window (e.g. "
+                         f"'{spec.replace(window=100)}') or mine it on full scores")
+    width = spec.window_size(n_total)
     if width < 2:
-        raise ValueError(f"window={window!r} is {width} image(s) of this {n_total}-image corpus: no drop fits, so "
-                         f"every query would fall back to its whole tail; pass a wider window")
+        raise ValueError(f"mining spec {str(spec)!r}: its window is {width} image(s) of this {n_total}-image corpus: no "
+                         f"drop fits, so every query would fall back to its whole tail; give it a wider window")
     return width
 
 
-def needed_depth(strategy: str, rank: int, k: int | None, width: int | None) -> int | None:
+def needed_depth(spec: qure.MiningSpec, rank: int, width: int | None) -> int | None:
     """Candidate images (target included) a query needs when its target sits at position `rank`
-    (0 = best); None where it cannot be known in advance (percent_of_positive)."""
-    if strategy == "drops":
+    (0 = best), `width` the spec's window in images; None where it cannot be known in advance
+    (percent_of_positive)."""
+    if spec.strategy == "drops":
         return rank + width + 1
-    if strategy == "after_target_top_k":
-        return rank + k + 1
-    if strategy == "top_k":
-        return k + 1
+    if spec.strategy == "after_target_top_k":
+        return rank + spec.k + 1
+    if spec.strategy == "top_k":
+        return spec.k + 1
     return None
 
 
@@ -388,15 +391,16 @@ class _Settled:
     rank: np.ndarray  # the target's position where the prefix places it for sure, else -1
 
 
-def _settle(ids, scores, bound, target, n_eff, strategy: str, width: int | None, mining: dict) -> _Settled:
+def _settle(ids, scores, bound, target, n_eff, spec: qure.MiningSpec, width: int | None) -> _Settled:
     """Mine the certified prefixes (`qure.mine_hard_negatives`) and decide per row whether the
     prefix settled the set: complete rows always; otherwise drops need the whole window below the
     target and a pair in it, top_k k other images, after_target_top_k k images below the target,
     percent_of_positive its k images all real."""
     ids, rows, n_kept = _prefix_rows(ids, scores, bound, target)
     local_t = np.argmax(ids == target[:, None], axis=1)  # (R,) the target is always there
-    mined = qure.mine_hard_negatives(torch.from_numpy(rows), torch.from_numpy(local_t), strategy=strategy,
-                                     window=width, **mining)
+    short = spec if width is None else spec.replace(window=width)  # the window counted on the full corpus
+    mined = qure.mine_hard_negatives(torch.from_numpy(rows), torch.from_numpy(local_t), short)
+    strategy = spec.strategy
     s_t = rows[np.arange(len(rows)), local_t][:, None]  # (R, 1)
     real = ids >= 0
     above = real & ((rows > s_t) | ((rows == s_t) & (ids < target[:, None])))  # ranked above the target
@@ -410,11 +414,11 @@ def _settle(ids, scores, bound, target, n_eff, strategy: str, width: int | None,
         whole_tail = ~complete & enough & fb
         done = complete | (enough & ~fb)
     elif strategy == "top_k":
-        done = complete | (n_kept - 1 >= mining["k"])
+        done = complete | (n_kept - 1 >= spec.k)
     elif strategy == "after_target_top_k":
-        done = complete | (n_below >= mining["k"])
+        done = complete | (n_below >= spec.k)
     else:  # percent_of_positive with k: the k first images under the ceiling, all seen
-        done = complete | np.array([len(s) == mining["k"] and (s >= 0).all() for s in sets])
+        done = complete | np.array([len(s) == spec.k and (s >= 0).all() for s in sets])
     certified = s_t[:, 0] > bound
     rank = np.where(certified, above.sum(1), -1)
     return _Settled(sets, fb, done, whole_tail, rank)
@@ -423,7 +427,7 @@ def _settle(ids, scores, bound, target, n_eff, strategy: str, width: int | None,
 # --- full rows: the rule's whole-tail fallback and targets beyond max_depth -----------------------
 @torch.no_grad()
 def _mine_full_rows(query: torch.Tensor, tokens: torch.Tensor, rows: np.ndarray, target: np.ndarray,
-                    exclude: np.ndarray, mining: dict, b: int, chunk: int = 64) -> tuple[list, np.ndarray]:
+                    exclude: np.ndarray, spec: qure.MiningSpec, b: int, chunk: int = 64) -> tuple[list, np.ndarray]:
     """Sets and fallback flags of query rows `rows` mined on their full score rows (every shard
     scores its columns, gathered in rank order): what full-corpus mining does, row for row."""
     sets, fallback = [], []
@@ -435,7 +439,7 @@ def _mine_full_rows(query: torch.Tensor, tokens: torch.Tensor, rows: np.ndarray,
             local[torch.as_tensor(real)] = qure.score_corpus(q, tokens).float().cpu()[:len(real)]
         full = distributed.gather_rows(local.T.contiguous()).T  # (R, N)
         excl = torch.from_numpy(exclude[part]) if (exclude[part] >= 0).any() else None
-        mined = qure.mine_hard_negatives(full, torch.from_numpy(target[part]), exclude=excl, **mining)
+        mined = qure.mine_hard_negatives(full, torch.from_numpy(target[part]), spec, exclude=excl)
         sets += [mined[i].numpy() for i in range(len(part))]
         fallback.append(mined.fallback.numpy())
     return sets, np.concatenate(fallback) if fallback else np.zeros(0, dtype=bool)
@@ -467,25 +471,25 @@ class CandidateReport:
         ("fingerprint_s", "search_s", "rescore_s", "merge_s", "mine_s", "exact_s"), 0.0))
 
 
-def _next_depths(settled: _Settled, depths: np.ndarray, strategy: str, k, width, exclude) -> np.ndarray:
+def _next_depths(settled: _Settled, depths: np.ndarray, spec: qure.MiningSpec, width, exclude) -> np.ndarray:
     """Depth of the next search for unsettled rows: what the target's known position needs (plus
     WIDEN_MARGIN), else twice the last depth; rounded up to a power of two (fewer search calls)."""
     out = depths * 2
     for i in np.nonzero(settled.rank >= 0)[0].tolist():
-        need = needed_depth(strategy, int(settled.rank[i]), k, width)
+        need = needed_depth(spec, int(settled.rank[i]), width)
         if need is not None:
             out[i] = max(math.ceil((need + (exclude[i] >= 0)) * WIDEN_MARGIN), depths[i] + 1)
     return 2 ** np.ceil(np.log2(out)).astype(np.int64)
 
 
-def _round(query, tokens, index, rows, depths, hits_per_image, target, exclude, strategy, width, mining,
+def _round(query, tokens, index, rows, depths, hits_per_image, target, exclude, spec, width,
            report: CandidateReport) -> _Settled:
     """Search, rescore and merge the candidates of query rows `rows`, then mine their prefixes."""
     ids, scores, bound = _candidates(query, tokens, index, rows, depths, hits_per_image, target, exclude, report)
     report.rounds += 1
     report.mean_candidates = report.mean_candidates or float((ids >= 0).sum(1).mean())
     t0 = time.perf_counter()
-    settled = _settle(ids, scores, bound, target[rows], index.n_total - (exclude[rows] >= 0), strategy, width, mining)
+    settled = _settle(ids, scores, bound, target[rows], index.n_total - (exclude[rows] >= 0), spec, width)
     report.timings["mine_s"] += time.perf_counter() - t0
     return settled
 
@@ -524,12 +528,10 @@ def _check_depths(depth, max_depth, hits_per_image) -> tuple[int, int]:
 
 
 def mine_on_candidates(query: torch.Tensor, corpus_tokens, target_idx, *, index: CandidateIndex,
-                       strategy: str = qure.DEFAULT_STRATEGY, rule: str = qure.DEFAULT_RULE,
-                       window: int | float | None = None, k: int | None = None, ratio: float | None = None,
-                       consecutive_threshold: int = qure.DEFAULT_CONSECUTIVE_THRESHOLD, exclude=None,
+                       spec: qure.MiningSpec | str, exclude=None,
                        depth: int | None = None, max_depth: int | None = None, hits_per_image: int | None = None,
                        check_fingerprint: bool = True) -> tuple[qure.HardNegativeSets, CandidateReport]:
-    """`qure.mine_hard_negatives(score_corpus(query, corpus_tokens), target_idx, ...)` from an
+    """`qure.mine_hard_negatives(score_corpus(query, corpus_tokens), target_idx, spec)` from an
     index's candidates (see the module docstring); identical sets with an exact index.
 
     Args:
@@ -537,8 +539,8 @@ def mine_on_candidates(query: torch.Tensor, corpus_tokens, target_idx, *, index:
         corpus_tokens: (N, T, D) token embeddings the index was built from (this rank's shard).
         target_idx: (Q,) int64 global target columns. exclude: optional (Q,) columns to drop (-1: none).
         index: `build_index` of corpus_tokens.
-        strategy, rule, window, k, ratio, consecutive_threshold: as `qure.mine_hard_negatives`;
-            the whole-tail settings are refused (ValueError).
+        spec: which H (`qure.MiningSpec` or its text), as `qure.mine_hard_negatives`; a spec that
+            needs the whole curve is refused (ValueError, `check_candidate_mining`).
         depth: candidate images per query at the first search (default: what a target ranked
             RANK_ALLOWANCE needs). max_depth: deepest search before a query's full row is scored
             (default MAX_DEPTH_FACTOR x depth).
@@ -547,11 +549,12 @@ def mine_on_candidates(query: torch.Tensor, corpus_tokens, target_idx, *, index:
     Returns:
         (HardNegativeSets of global corpus columns, CandidateReport).
     """
-    width = check_candidate_mining(strategy, rule, consecutive_threshold, k, ratio, window, index.n_total)
+    spec = qure.as_spec(spec)
+    width = check_candidate_mining(spec, index.n_total)
     tokens, query = _as_tokens(corpus_tokens), torch.as_tensor(query)
     target, exclude = _check_columns(query, tokens, index, target_idx, exclude)
     if depth is None:
-        depth = needed_depth(strategy, RANK_ALLOWANCE, k, width) or k + RANK_ALLOWANCE
+        depth = needed_depth(spec, RANK_ALLOWANCE, width) or spec.k + RANK_ALLOWANCE
     report = CandidateReport(len(query), *_check_depths(depth, max_depth, hits_per_image))
     t0 = time.perf_counter()
     if check_fingerprint and fingerprint(corpus_tokens) != index.fingerprint:
@@ -559,18 +562,17 @@ def mine_on_candidates(query: torch.Tensor, corpus_tokens, target_idx, *, index:
                          "rebuild it with build_index(corpus_tokens, ...)")
     report.timings["fingerprint_s"] = time.perf_counter() - t0
     report.block_rows = rescore_block(query, tokens)
-    mining = dict(rule=rule, consecutive_threshold=consecutive_threshold, k=k, ratio=ratio)
     sets, fallback = [np.zeros(0, np.int64)] * len(query), np.zeros(len(query), dtype=bool)
     rows, depths, full_rows = np.arange(len(query)), np.full(len(query), report.depth, dtype=np.int64), \
         [np.zeros(0, np.int64)]
     while len(rows):  # every rank takes the same rounds: the merged candidates are the same everywhere
         settled = _round(query, tokens, index, rows, depths, hits_per_image or tokens.shape[1], target, exclude,
-                         strategy, width, mining, report)  # hits_per_image: T by default
+                         spec, width, report)  # hits_per_image: T by default
         for i in np.nonzero(settled.done)[0].tolist():
             sets[rows[i]], fallback[rows[i]] = settled.sets[i], settled.fallback[i]
         report.exact_whole_tail += int(settled.whole_tail.sum())
         left = ~settled.done & ~settled.whole_tail
-        nxt = np.minimum(_next_depths(settled, depths, strategy, k, width, exclude[rows]), report.max_depth)[left]
+        nxt = np.minimum(_next_depths(settled, depths, spec, width, exclude[rows]), report.max_depth)[left]
         deeper = nxt > depths[left]  # a query at max_depth already goes to its full row
         report.widened += int(deeper.sum()) if report.rounds == 1 else 0
         report.exact_depth += int((~deeper).sum())
@@ -579,8 +581,7 @@ def mine_on_candidates(query: torch.Tensor, corpus_tokens, target_idx, *, index:
     t2 = time.perf_counter()
     full_rows = np.sort(np.concatenate(full_rows))
     for q, s, fb in zip(full_rows.tolist(), *_mine_full_rows(query, tokens, full_rows, target, exclude,
-                                                            dict(mining, strategy=strategy, window=window),
-                                                            report.block_rows)):
+                                                            spec, report.block_rows)):
         sets[q], fallback[q] = s, fb
     report.timings["exact_s"] = time.perf_counter() - t2
     return qure.HardNegativeSets.from_lists(sets, fallback), report

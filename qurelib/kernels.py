@@ -18,7 +18,7 @@ the parity on random and adversarial inputs.
   well; the "scale_free" rule divides every drop by a rolling median (sorted sliding windows, NaN
   outside the searched range) before the same top-m and walk.
 
-This module is a leaf: arrays in, arrays out; it imports nothing from qurelib.
+Arrays in, arrays out; from qurelib it imports only `mining_spec` (which H a query gets), itself a leaf.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+
+from qurelib.mining_spec import MiningSpec
 
 
 # --- scoring ------------------------------------------------------------------------------------
@@ -205,9 +207,11 @@ def _ceiling(s_t, ratio: float):
     return (s - (1.0 - ratio) * np.abs(s)).astype(np.float32)
 
 
-def _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m, window=None, scale_free=None):
+def _ranges(xp, vals, srt, target, n_excl, spec: MiningSpec, width: int | None, top_m: int, scale_free=None):
     """Per row: positions [p0, p1] of its set in the stable order, the target's position,
-    fallback flags and rows left to the reference (all (B,))."""
+    fallback flags and rows left to the reference (all (B,)); `width`: the spec's window as a
+    count of tail images."""
+    strategy, k = spec.strategy, spec.k
     n = vals.shape[1]
     s_t = xp.take(vals, target[:, None])  # (B, 1)
     rank = xp.count(vals > s_t)  # (B,) the target's position, unless it ties with another image
@@ -225,11 +229,11 @@ def _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m,
     if strategy == "after_target_top_k":
         return rank + 1, xp.minimum(rank + k, last), rank, none, none
     if strategy == "percent_of_positive":
-        p0 = xp.count(vals > _ceiling(s_t, ratio))
+        p0 = xp.count(vals > _ceiling(s_t, spec.ratio))
         p1 = last if k is None else p0 + k - 1
         p1 = p1 + ((p0 <= rank) & (rank <= p1)) * 1
         return p0, xp.minimum(p1, last), rank, none, none
-    a, b, status = _drop_bounds(xp, srt, rank, rule, thr, top_m, window, scale_free)
+    a, b, status = _drop_bounds(xp, srt, rank, spec.rule, spec.consecutive_threshold, top_m, width, scale_free)
     fb = status == 1
     p0 = xp.where(fb, xp.where(rank < n - 1, rank + 1, n_excl), rank + 2 + a)
     p1 = xp.where(fb, last, rank + 1 + b)
@@ -288,8 +292,8 @@ def _order_members(r: np.ndarray, c: np.ndarray, v: np.ndarray, n_cols: int) -> 
     return (key & np.uint64((1 << col_bits) - 1)).astype(np.int64)
 
 
-def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy, rule, thr, k, ratio, top_m,
-                window, scale_free):
+def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, spec: MiningSpec, width: int | None,
+                top_m: int, scale_free):
     """Sets, fallback flags and undecided flags of rows [start, stop) (an undecided row's set is empty)."""
     vals = xp.asarray(scores[start:stop].float())  # (B, N), a view: copied only to exclude
     target = xp.asarray(target_idx[start:stop].to(scores.device))
@@ -301,8 +305,7 @@ def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy,
         vals[xp.arange(stop - start, vals)[has], excl[has]] = float("inf")  # ranked above everything
         n_excl = n_excl + has * 1
     srt = xp.sort_desc(vals)
-    p0, p1, rank, fb, slow = _ranges(xp, vals, srt, target, n_excl, strategy, rule, thr, k, ratio, top_m, window,
-                                     scale_free)
+    p0, p1, rank, fb, slow = _ranges(xp, vals, srt, target, n_excl, spec, width, top_m, scale_free)
     per_row, straddle, vals_np = _extract(xp, vals, srt, target, p0, p1, rank)
     p0, p1, tn = xp.to_numpy(p0), xp.to_numpy(p1), xp.to_numpy(target)
     slow, fallback = xp.to_numpy(slow), xp.to_numpy(fb).copy()
@@ -318,16 +321,14 @@ def _mine_block(xp, backend, scores, target_idx, exclude, start, stop, strategy,
     return sets, fallback, slow.astype(bool)
 
 
-def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, *, strategy: str, rule: str,
-                                consecutive_threshold: int, k: int | None, ratio: float | None,
-                                exclude: torch.Tensor | None, window: int | None = None,
-                                scale_free: tuple[int, float] | None = None,
+def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, spec: MiningSpec, *,
+                                exclude: torch.Tensor | None, scale_free: tuple[int, float] | None = None,
                                 block_rows: int = 64, top_m: int = 8,
                                 backend: str | None = None, workers: int | None = None
                                 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Fast path of `qure.mine_hard_negatives` (same arguments, validated there; `window` is
-    already a count of tail images, `qure.window_size`; `scale_free` is the rule's (half width,
-    eps), required for rule "scale_free").
+    """Fast path of `qure.mine_hard_negatives` (the same spec, validated where it was made; the
+    window is counted here, `MiningSpec.window_size`); `scale_free` is the rule's (half width,
+    eps), required for rule "scale_free".
 
     backend: "numpy" (default on CPU) or "torch" (default on CUDA; also runs on CPU).
     workers: threads over row blocks on the numpy backend (numpy releases the GIL in its sorts
@@ -344,9 +345,9 @@ def mine_hard_negatives_batched(scores: torch.Tensor, target_idx: torch.Tensor, 
     if backend == "numpy":
         scores = scores.detach().float().cpu()
     starts = range(0, q_total, block_rows)
-    if rule == "scale_free" and scale_free is None:
+    if spec.rule == "scale_free" and scale_free is None:
         raise ValueError("rule 'scale_free' needs scale_free=(half_width, eps)")
-    args = (strategy, rule, consecutive_threshold, k, ratio, top_m, window, scale_free)
+    args = (spec, spec.window_size(scores.shape[1]), top_m, scale_free)
     run = lambda s: _mine_block(xp, backend, scores, target_idx, exclude, s, min(q_total, s + block_rows), *args)
     workers = workers if workers is not None else (torch.get_num_threads() if backend == "numpy" else 1)
     if workers > 1 and len(starts) > 1:

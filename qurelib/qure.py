@@ -7,13 +7,15 @@ Retrieval", ICML 2025 (arXiv 2507.12416). This module is the readable statement 
 | paper                                 | here                                          |
 |---------------------------------------|-----------------------------------------------|
 | Eq. 1, relevance score s(x_I, x_T, I) | `score_corpus` (max over the Q-Former tokens) |
-| Eqs. 4-7, hard-negative set H         | `mine_hard_negatives(strategy="drops")`       |
-| Fig. 4 ablations (all, top-k, ...)    | the other `strategy` values                   |
+| Eqs. 4-7, hard-negative set H         | `mine_hard_negatives(scores, t, "drops")`     |
+| Fig. 4 ablations (all, top-k, ...)    | the other `MiningSpec` strategies             |
 | Sec. 3.2, one negative per epoch      | `NegativeSampler`                             |
 | Eqs. 2-3, Bradley-Terry objective     | `bradley_terry_loss`                          |
 | contrastive baseline (CLIP4Cir, SPRC) | `info_nce_loss`                               |
 
-Two readings of Eqs. 6-7 exist (docs/METHOD.md, sections 4-6):
+Which H a query gets is one value, `MiningSpec` (`qurelib.mining_spec`: its fields, its text form
+"drops", "drops-paper-w0.02", "top_k-k20", ...). Two readings of Eqs. 6-7 exist (docs/METHOD.md,
+sections 4-6):
 - `rule="paper"`: the two steepest drops below the target, whatever their distance.
 - `rule="released"`: the released code's walk over drops ordered steepest first, taking the first
   consecutive pair (1st,2nd), (2nd,3rd), ... whose positions are more than
@@ -44,13 +46,9 @@ import torch
 import torch.nn.functional as F
 
 from qurelib import kernels
+from qurelib.mining_spec import (DEFAULT_CONSECUTIVE_THRESHOLD, DEFAULT_RULE, DEFAULT_STRATEGY, RULES,  # noqa: F401
+                                 STRATEGIES, MiningSpec, as_spec)
 
-STRATEGIES = ("drops", "all", "top_k", "after_target_top_k", "percent_of_positive")
-RULES = ("released", "paper", "scale_free")
-# The method as released; TrainConfig and the notebooks take their defaults from here.
-DEFAULT_STRATEGY = "drops"
-DEFAULT_RULE = "released"
-DEFAULT_CONSECUTIVE_THRESHOLD = 1  # released: the two drop positions must differ by more than this
 SCALE_FREE_HALF_WIDTH = 5  # scale_free: the local median spans drops j-5 .. j+5 (clipped to the tail)
 SCALE_FREE_EPS = 1e-6  # scale_free: floor of the local median (a plateau's is 0), in score units
 # The suggested drop search window (beyond the paper; the method's default stays None, the whole
@@ -120,39 +118,6 @@ class HardNegativeSets:
                                 torch.as_tensor(np.asarray(fallback, dtype=bool)))
 
 
-def check_mining_args(strategy: str, rule: str, consecutive_threshold: int, k: int | None,
-                      ratio: float | None, window: int | float | None = None) -> None:
-    """Raise ValueError naming the first bad mining argument (both implementations call this, so
-    they accept and refuse exactly the same inputs)."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
-    if not isinstance(consecutive_threshold, int) or isinstance(consecutive_threshold, bool) \
-            or consecutive_threshold < 0:
-        raise ValueError(f"consecutive_threshold must be an int >= 0; got {consecutive_threshold!r}")
-    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
-        raise ValueError(f"k must be an int >= 1 (or None: no cap); got k={k!r}")
-    if strategy in ("top_k", "after_target_top_k") and k is None:
-        raise ValueError(f"strategy {strategy!r} needs k >= 1; got k=None")
-    if strategy == "percent_of_positive" and (ratio is None or not 0 < ratio <= 1):
-        raise ValueError(f"strategy 'percent_of_positive' needs 0 < ratio <= 1; got ratio={ratio}")
-    if window is None:
-        return
-    if strategy != "drops":
-        raise ValueError(f"window applies to strategy 'drops' only; got window={window!r} with {strategy!r}")
-    if isinstance(window, bool) or not isinstance(window, (int, float)) \
-            or (isinstance(window, int) and window < 2) or (isinstance(window, float) and not 0 < window <= 1):
-        raise ValueError(f"window must be None (the whole tail), an int >= 2 (images below the target) or a "
-                         f"float in (0, 1] (a fraction of the corpus); got window={window!r}")
-
-
-def window_size(window: int | float | None, n: int) -> int | None:
-    """The drop search window as a count of tail images: an int as is, a fraction f of the N corpus
-    columns as ceil(f * N), None as None (the whole tail)."""
-    return math.ceil(window * n) if isinstance(window, float) else window
-
-
 def _as_columns(idx, name: str) -> torch.Tensor | None:
     """(Q,) int64 CPU tensor of corpus columns; float indices are an error, never truncated."""
     if idx is None:
@@ -218,17 +183,16 @@ def _drop_pair(drops: np.ndarray, rule: str, consecutive_threshold: int) -> tupl
     return None
 
 
-def _mine_row(row: np.ndarray, target: int, exclude: int, strategy: str, rule: str,
-              consecutive_threshold: int, k: int | None, ratio: float | None,
-              window: int | None = None) -> tuple[np.ndarray, bool]:
-    """One query's negatives (descending score) and whether the fallback was used; `window` is
-    a count of tail images (see `window_size`) or None."""
+def _mine_row(row: np.ndarray, target: int, exclude: int, spec: MiningSpec, width: int | None) -> tuple[np.ndarray, bool]:
+    """One query's negatives (descending score) and whether the fallback was used; `width` is the
+    spec's window as a count of tail images (`MiningSpec.window_size`) or None."""
     cols = np.arange(len(row))
     cols = cols[cols != exclude]
     order = cols[np.argsort(-row[cols], kind="stable")]  # Eq. 4: ranking, ties by column
     rank = int(np.nonzero(order == target)[0][0])
     others = order[order != target]
     tail = order[rank + 1:]  # Eq. 5: images ranked below the target
+    strategy, k = spec.strategy, spec.k
     if strategy == "all":
         return others, False
     if strategy == "top_k":
@@ -237,20 +201,17 @@ def _mine_row(row: np.ndarray, target: int, exclude: int, strategy: str, rule: s
         return tail[:k], False
     if strategy == "percent_of_positive":
         s_t = float(row[target])
-        ceiling = s_t - (1.0 - ratio) * abs(s_t)  # = ratio * s_t for a positive target score
+        ceiling = s_t - (1.0 - spec.ratio) * abs(s_t)  # = ratio * s_t for a positive target score
         return others[row[others] <= ceiling][:k], False
-    y = row[tail[:window]]  # the drop search range: the first `window` images below the target
-    pair = _drop_pair(y[:-1] - y[1:], rule, consecutive_threshold)  # Eq. 6
+    y = row[tail[:width]]  # the drop search range: the first `width` images below the target
+    pair = _drop_pair(y[:-1] - y[1:], spec.rule, spec.consecutive_threshold)  # Eq. 6
     if pair is None:
         return (tail if len(tail) else others), True
     a, b = pair
     return tail[a + 1:b + 1], False  # Eq. 7: between the two drops
 
 
-def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strategy: str = DEFAULT_STRATEGY,
-                        rule: str = DEFAULT_RULE, consecutive_threshold: int = DEFAULT_CONSECUTIVE_THRESHOLD,
-                        k: int | None = None,
-                        ratio: float | None = None, window: int | float | None = None,
+def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, spec: MiningSpec | str = MiningSpec(), *,
                         exclude: torch.Tensor | None = None,
                         impl: str = "fast", block_rows: int = 64) -> HardNegativeSets:
     """Hard-negative set of every query (Sec. 3.2 and the Fig. 4 ablations).
@@ -258,24 +219,20 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
     Args:
         scores: (Q, N) relevance scores, finite; any float dtype, mined in float32.
         target_idx: (Q,) int64, each query's target column.
-        strategy: "drops" (QuRe), "all" (warm-up), "top_k", "after_target_top_k", or
-            "percent_of_positive" (NV-Retriever's TopK-PercPos: the k best images scoring at most
+        spec: which H (`MiningSpec`, or its text: "drops" is QuRe as released, "drops-paper",
+            "drops-w0.02", "top_k-k20", "percent_of_positive-k20-r0.95", "all", ...).
+            percent_of_positive is NV-Retriever's TopK-PercPos: the k best images scoring at most
             `ratio` x the target's score; for a negative target score the ceiling is
-            s_t - (1 - ratio)|s_t|, so it always lies below the target).
-        rule: "released", "paper" or "scale_free" (see the module docstring); drops strategy only.
-        consecutive_threshold: released rule: the chosen drop positions must differ by more.
-        k: set size for the top-k strategies (None: no cap for percent_of_positive).
-        ratio: the percent_of_positive ratio, e.g. 0.95.
-        window: drops strategy: search the drops among the first `window` images below the target
-            (int >= 2, or a float in (0, 1]: ceil(window * N)); None: the whole tail.
+            s_t - (1 - ratio)|s_t|, so it always lies below the target.
         exclude: optional (Q,) int64 column per query removed from the ranking (e.g. the
-            reference image; -1 where a query has nothing to remove), or None.
+            reference image when `spec.exclude_reference`; -1 where a query has nothing to
+            remove), or None.
         impl: "fast" (qurelib.kernels, batched) or "reference" (this file, one query at a time).
         block_rows: rows per block in the fast path.
     Returns:
         HardNegativeSets; sets are in descending score.
     """
-    check_mining_args(strategy, rule, consecutive_threshold, k, ratio, window)
+    spec = as_spec(spec)
     if not isinstance(block_rows, int) or isinstance(block_rows, bool) or block_rows < 1:
         raise ValueError(f"block_rows must be an int >= 1; got {block_rows!r}")
     scores = torch.as_tensor(scores)  # numpy accepted
@@ -294,19 +251,17 @@ def mine_hard_negatives(scores: torch.Tensor, target_idx: torch.Tensor, *, strat
     check_scores(scores, target_idx, exclude)  # the indices stay on the CPU, wherever the scores are
     if impl not in ("fast", "reference"):
         raise ValueError(f"unknown impl {impl!r}; expected 'fast' or 'reference'")
-    q_total, width = scores.shape[0], window_size(window, scores.shape[1])
+    q_total, width = scores.shape[0], spec.window_size(scores.shape[1])
     if impl == "fast":  # batched; rows its top-m cannot settle come back undecided
         sets, fallback, todo = kernels.mine_hard_negatives_batched(
-            scores, target_idx, strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
-            k=k, ratio=ratio, window=width, scale_free=(SCALE_FREE_HALF_WIDTH, SCALE_FREE_EPS),
+            scores, target_idx, spec, scale_free=(SCALE_FREE_HALF_WIDTH, SCALE_FREE_EPS),
             exclude=exclude, block_rows=block_rows)
     else:
         sets, fallback, todo = [None] * q_total, np.zeros(q_total, dtype=bool), np.ones(q_total, dtype=bool)
     for q in np.nonzero(todo)[0].tolist():  # one query at a time, as the paper states it
         row = scores[q].detach().float().cpu().numpy()
         excl = -1 if exclude is None else int(exclude[q])
-        sets[q], fallback[q] = _mine_row(row, int(target_idx[q]), excl, strategy, rule, consecutive_threshold,
-                                         k, ratio, width)
+        sets[q], fallback[q] = _mine_row(row, int(target_idx[q]), excl, spec, width)
     return HardNegativeSets.from_lists(sets, fallback)
 
 

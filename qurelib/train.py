@@ -45,14 +45,14 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from qurelib import distributed
 from qurelib.audit import (attribute_distances, attribute_names, audit_hard_negatives, corpus_composition,
-                           hard_negative_stats, hardness_stats, mine_spec, score_ranks)
+                           hard_negative_stats, hardness_stats, score_ranks)
 from qurelib.data.schema import CIRSplit
 from qurelib.encode import ImageCache, autocast, build_image_cache, encode_split
 from qurelib.evaluate import evaluate_splits
@@ -62,8 +62,7 @@ from qurelib.objectives import (AUX_SCHEMES, OBJECTIVES, MultiNegativeSampler, S
                                 auxiliary_weights, hard_negative_scores)
 from qurelib.progress import progress_bar
 from qurelib.provenance import environment, git_commit, split_fingerprint
-from qurelib.qure import (DEFAULT_CONSECUTIVE_THRESHOLD, DEFAULT_RULE, DEFAULT_STRATEGY, RULES, STRATEGIES,
-                          HardNegativeSets, NegativeSampler, bradley_terry_loss, check_mining_args, fill_empty_sets,
+from qurelib.qure import (HardNegativeSets, MiningSpec, NegativeSampler, as_spec, bradley_terry_loss, fill_empty_sets,
                           info_nce_loss, mine_hard_negatives, score_corpus)
 
 LOSSES = tuple(OBJECTIVES)  # the objectives by name (`objectives.OBJECTIVES`)
@@ -78,10 +77,8 @@ ADDED_KEYS = ("negatives", "aux_positives", "aux_weighting", "aux_decay", "aux_w
 # re-mining on, and a fork must start before it.
 # The objective and its settings too: the warm-up draws one random negative per query whatever the
 # objective (QuRe's warm-up), so every objective of the grid forks the same warm-up.
-FORK_KEYS = frozenset({"strategy", "rule", "consecutive_threshold", "window", "k", "ratio", "exclude_reference",
-                       "loss", "negatives", "aux_positives", "aux_weighting", "aux_decay", "aux_width",
-                       "audit",
-                       "audit_k", "audit_ratio", "eval_every"})
+FORK_KEYS = frozenset({"mining", "loss", "negatives", "aux_positives", "aux_weighting", "aux_decay", "aux_width",
+                       "audit", "eval_every"})
 
 
 @dataclass(frozen=True)
@@ -104,17 +101,8 @@ class TrainConfig:
     aux_decay: float = 0.5           # "rank": weight decay ** (rank distance below the target)
     aux_width: float = 0.0           # "score": weight exp(-(s+ - s_a) / width); 0 = the temperature at re-mining
     warmup: bool = True              # first E // n_def epochs: random negatives from corpus \ target
-    strategy: str = DEFAULT_STRATEGY  # mine_hard_negatives strategy (Fig. 4 ablations): QuRe's drops
-    rule: str = DEFAULT_RULE         # drops rule: "released" | "paper" | "scale_free"
-    consecutive_threshold: int = DEFAULT_CONSECUTIVE_THRESHOLD  # released rule: drop positions differ by more
-    window: int | float | None = None  # drops: search the first W images below the target (int), or
-    #                                    ceil(W * N) (float in (0, 1]); None = the whole tail (the paper)
-    k: int | None = None             # set size of the top-k strategies
-    ratio: float | None = None       # percent_of_positive ratio, e.g. 0.95
-    exclude_reference: bool = False  # drop the reference from the mining ranking (released: kept)
-    audit: tuple[str, ...] = ()      # extra strategies whose FN rate is logged at each re-mining
-    audit_k: int = 100               # k of the audited top-k strategies (paper Fig. 4: 100)
-    audit_ratio: float = 0.95        # ratio of the audited percent_of_positive strategy
+    mining: MiningSpec = MiningSpec()  # which H (a MiningSpec or its text): QuRe as released, "drops"
+    audit: tuple[MiningSpec, ...] = ()  # other specs whose sets are audited at each re-mining
     eval_every: int = 0              # validate every this many epochs (and at the end); 0 = never
     device: str = "auto"             # "auto" | "cpu" | "cuda"
     amp: bool = True                 # bf16 autocast on CUDA
@@ -132,19 +120,23 @@ class TrainConfig:
                   (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "weight_decay",
                    "a number >= 0"),
                   (self.loss in LOSSES, "loss", f"one of {LOSSES}"),
-                  (self.strategy in STRATEGIES, "strategy", f"one of {STRATEGIES}"),
-                  (self.rule in RULES, "rule", f"one of {RULES}"),
-                  (whole(self.audit_k) and self.audit_k >= 1, "audit_k", "an int >= 1"),
-                  (isinstance(self.audit_ratio, (int, float)) and 0 < self.audit_ratio <= 1, "audit_ratio",
-                   "a number in (0, 1]"),
                   (whole(self.eval_every) and self.eval_every >= 0, "eval_every", "an int >= 0 (0 = never)"),
                   (whole(self.encode_batch_size) and self.encode_batch_size >= 1, "encode_batch_size",
                    "an int >= 1")]
         bad = [f"{name} must be {what}, got {getattr(self, name)!r}" for ok, name, what in checks if not ok]
         bad += [] if bad else self._objective_problems()
+        try:  # the text form is accepted and stored as the spec
+            object.__setattr__(self, "mining", as_spec(self.mining))
+        except ValueError as err:
+            bad.append(f"mining: {err}")
+        try:
+            if isinstance(self.audit, (str, MiningSpec)):
+                raise ValueError(f"audit must be a list of mining specs, got {self.audit!r}")
+            object.__setattr__(self, "audit", tuple(as_spec(spec) for spec in self.audit))
+        except (TypeError, ValueError) as err:
+            bad.append(f"audit: {err}")
         if bad:
             raise ValueError(f"TrainConfig: {'; '.join(bad)}")
-        check_mining_args(self.strategy, self.rule, self.consecutive_threshold, self.k, self.ratio, self.window)
 
     def _objective_problems(self) -> list[str]:
         """What the objective's settings get wrong, each naming its field."""
@@ -241,7 +233,7 @@ def check_train_splits(splits: dict[str, CIRSplit], config: TrainConfig) -> None
             continue  # in-batch negatives: other queries' targets
         index = split.corpus_index
         for q in split.queries:
-            removed = config.exclude_reference and q.reference_id in index and q.reference_id != q.target_id
+            removed = config.mining.exclude_reference and q.reference_id in index and q.reference_id != q.target_id
             if len(index) - 1 - removed < 1:
                 why = " once exclude_reference removes the reference" if removed else ""
                 what = "Bradley-Terry loss" if config.loss == "bradley_terry" else f"objective {config.loss!r}"
@@ -325,22 +317,16 @@ def _mine_split(model, split: CIRSplit, cache: ImageCache, config: TrainConfig,
     sets, weights) when `width` is given (the "score" weighting's width), else None)."""
     target = split.target_indices()  # (Q_s,)
     exclude = None
-    if config.exclude_reference:
+    if config.mining.exclude_reference:
         exclude = split.reference_indices()  # -1 where the reference is not in the corpus
-    mined, found = None, None
     if distributed.world_size() > 1:
-        scores = None
         sets, ranks, mined, found = _mine_split_sharded(model, split, cache, config, target, exclude, width)
     else:
         query, corpus = encode_split(model, split, cache, batch_size=config.encode_batch_size,
                                      amp=config.amp, progress=config.progress)
         scores = score_corpus(query, corpus).cpu()  # (Q_s, N_s)
-        sets = mine_hard_negatives(scores, target, strategy=config.strategy, rule=config.rule,
-                                   consecutive_threshold=config.consecutive_threshold, k=config.k,
-                                   ratio=config.ratio, window=config.window, exclude=exclude)
+        sets, mined, found = _mine_scores(scores, target, exclude, config, width)
         ranks = score_ranks(scores)  # (Q_s, N_s), shared by every hardness audit of this split
-        if width is not None:
-            found = auxiliary_positives(scores, target, sets, exclude, config, width)
     positives = split.known_positive_indices()  # None on real data: FN counts unknown
     distance = attribute_distances(split.attributes, split.corpus_ids, target)  # None: real data
     levels = len(attribute_names(split.attributes)) + 1 if distance is not None else None
@@ -348,14 +334,23 @@ def _mine_split(model, split: CIRSplit, cache: ImageCache, config: TrainConfig,
     stats["hardness"] = hardness_stats(sets, ranks, distance, levels)
     stats["corpus_composition"] = None if distance is None else corpus_composition(distance, target, levels)
     if config.audit:
-        stats["audit"] = audit_hard_negatives(
-            scores, target, positives, config.audit, k=config.audit_k, ratio=config.audit_ratio,
-            exclude=exclude, consecutive_threshold=config.consecutive_threshold, ranks=ranks,
-            distance=distance, levels=levels, mined=mined)
+        stats["audit"] = audit_hard_negatives(None, target, positives, config.audit, exclude=exclude, ranks=ranks,
+                                              distance=distance, levels=levels, mined=mined)
     stats["empty_sets"] = int((sets.sizes == 0).sum())  # trained on every other image instead
     if found is not None:
         stats["aux"] = _aux_stats(found[0], positives)
     return fill_empty_sets(sets, ranks, target, exclude), stats, found  # the statistics above: the sets as mined
+
+
+def _mine_scores(scores: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor | None, config: TrainConfig,
+                 width: float | None) -> tuple[HardNegativeSets, dict[str, HardNegativeSets], tuple | None]:
+    """Training's one call of mining, on (Q, N) scores of the queries this process mines (a whole
+    split, or a rank's shard of it): (H of `config.mining`, {audited spec's text: its sets},
+    (auxiliary positive sets, weights) when `width` is given (the "score" weighting's width))."""
+    sets = mine_hard_negatives(scores, target, config.mining, exclude=exclude)
+    found = None if width is None else auxiliary_positives(scores, target, sets, exclude, config, width)
+    audited = {str(spec): mine_hard_negatives(scores, target, spec, exclude=exclude) for spec in config.audit}
+    return sets, audited, found
 
 
 def auxiliary_positives(scores: torch.Tensor, target: torch.Tensor, sets: HardNegativeSets,
@@ -409,16 +404,10 @@ def _mine_split_sharded(model, split: CIRSplit, cache: ImageCache, config: Train
     local_exclude = None if exclude is None else exclude[q0:q1]
     finish = (lambda t: t) if small else distributed.gather_rows
     finish_sets = (lambda t: t) if small else gather_sets
-    local = mine_hard_negatives(scores, local_target, strategy=config.strategy, rule=config.rule,
-                                consecutive_threshold=config.consecutive_threshold, k=config.k,
-                                ratio=config.ratio, window=config.window, exclude=local_exclude)
-    found = None
-    if width is not None:
-        aux, weights = auxiliary_positives(scores, local_target, local, local_exclude, config, width)
-        found = (finish_sets(aux), finish(weights))
-    mined = {spec: finish_sets(mine_spec(scores, local_target, spec, k=config.audit_k, ratio=config.audit_ratio,
-                                         exclude=local_exclude, consecutive_threshold=config.consecutive_threshold))
-             for spec in config.audit} or None
+    local, audited, found = _mine_scores(scores, local_target, local_exclude, config, width)
+    if found is not None:
+        found = (finish_sets(found[0]), finish(found[1]))
+    mined = {spec: finish_sets(sets) for spec, sets in audited.items()}
     return finish_sets(local), finish(score_ranks(scores)), mined, found
 
 
@@ -556,8 +545,11 @@ def run_epoch(model, optimizer, data: TrainData, cache: ImageCache, negatives: t
 
 # ----------------------------------------------------------------------------- checkpoints
 def config_json(config: TrainConfig) -> dict:
-    """The config as written to config.json and checkpoints (tuples become lists)."""
-    return json.loads(json.dumps(asdict(config)))
+    """The config as written to config.json and checkpoints: mining specs as their text, tuples as
+    lists (`TrainConfig(**config_json(c)) == c`)."""
+    plain = {f.name: getattr(config, f.name) for f in fields(config)}
+    plain["mining"], plain["audit"] = str(config.mining), [str(spec) for spec in config.audit]
+    return json.loads(json.dumps(plain))
 
 
 def config_differences(saved: dict, config: TrainConfig, *, fork: bool = False) -> list[str]:

@@ -18,14 +18,15 @@ def clustered(n_queries: int, n: int, t: int = 4, d: int = 16, seed: int = 0):
     return query, tokens, target
 
 
-def mine_sharded(out: str, n_queries: int, n: int, mining: dict, depth: int) -> None:
-    """Each rank indexes its contiguous shard of the corpus and mines every query on candidates;
-    rank 0 saves the sets and the report's counts to `out`."""
+def mine_sharded(out: str, n_queries: int, n: int, mining: str, depth: int) -> None:
+    """Each rank indexes its contiguous shard of the corpus and mines every query on candidates
+    with the mining spec `mining` (a MiningSpec's text); rank 0 saves the sets and the report's
+    counts to `out`."""
     query, tokens, target = clustered(n_queries, n)
     start, stop = distributed.shard_range(n)
     index = candidates.build_index(tokens[start:stop], "Flat")
-    sets, report = candidates.mine_on_candidates(query, tokens[start:stop], target, index=index, depth=depth,
-                                                 **mining)
+    sets, report = candidates.mine_on_candidates(query, tokens[start:stop], target, index=index, spec=mining,
+                                                 depth=depth)
     if distributed.is_main():
         torch.save({"indptr": sets.indptr, "indices": sets.indices, "fallback": sets.fallback,
                     "offset": index.offset, "n_total": index.n_total, "widened": report.widened,

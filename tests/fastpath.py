@@ -16,28 +16,27 @@ import numpy as np
 import torch
 
 from qurelib import kernels, qure
+from qurelib.mining_spec import MiningSpec
 
 # test name -> [rows decided by the fast path, rows in all]
 TOTALS: dict[str, list[int]] = defaultdict(lambda: [0, 0])
 
 
-def mine_fast(scores: torch.Tensor, target: torch.Tensor, *, backend: str, exclude=None, top_m: int = 8,
-              block_rows: int = 5, strategy: str = "drops", rule: str = "released",
-              consecutive_threshold: int = 1, k: int | None = None, ratio: float | None = None,
-              window: int | float | None = None, record: str | None = None
+def mine_fast(scores: torch.Tensor, target: torch.Tensor, spec: MiningSpec | str = MiningSpec(), *, backend: str,
+              exclude=None, top_m: int = 8, block_rows: int = 5, record: str | None = None
               ) -> tuple[qure.HardNegativeSets, np.ndarray]:
     """The fast path's sets and the (Q,) bool rows it left undecided (which `qure` would hand
-    to its reference row function; here they are mined by that function so the sets are complete)."""
-    width = qure.window_size(window, scores.shape[1])
+    to its reference row function; here they are mined by `qure`'s reference, one row at a time,
+    so the sets are complete). spec: a MiningSpec or its text."""
+    spec = MiningSpec.parse(spec)
     sets, fallback, undecided = kernels.mine_hard_negatives_batched(
-        scores, target, strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
-        k=k, ratio=ratio, window=width, scale_free=(qure.SCALE_FREE_HALF_WIDTH, qure.SCALE_FREE_EPS),
+        scores, target, spec, scale_free=(qure.SCALE_FREE_HALF_WIDTH, qure.SCALE_FREE_EPS),
         exclude=exclude, block_rows=block_rows, top_m=top_m, backend=backend, workers=1)
     for q in undecided.nonzero()[0].tolist():
-        row = scores[q].detach().float().cpu().numpy()
-        excl = -1 if exclude is None else int(exclude[q])
-        sets[q], fallback[q] = qure._mine_row(row, int(target[q]), excl, strategy, rule, consecutive_threshold,
-                                              k, ratio, width)
+        row = scores[q:q + 1].detach().float().cpu()
+        excl = None if exclude is None else torch.as_tensor(exclude)[q:q + 1]
+        one = qure.mine_hard_negatives(row, torch.as_tensor(target)[q:q + 1], spec, exclude=excl, impl="reference")
+        sets[q], fallback[q] = one[0].numpy(), bool(one.fallback[0])
     if record is not None:
         TOTALS[record][0] += len(sets) - int(undecided.sum())
         TOTALS[record][1] += len(sets)

@@ -1,8 +1,9 @@
 """An independent, deliberately plain statement of every hard-negative strategy (the test oracle).
 
 Written from the paper (Eqs. 4-7), the released code's loop as quoted in docs/METHOD.md,
-section 5, and the contract in `qurelib.qure`'s docstrings; it imports nothing from qurelib and
-shares no code with `qurelib.qure` or `qurelib.kernels`. One query at a time, Python lists, no
+section 5, and the contract in `qurelib.qure`'s docstrings; its mining imports nothing from qurelib
+(only `spec_for`, at the end, builds the library's spec value) and shares no code with `qurelib.qure`
+or `qurelib.kernels`. One query at a time, Python lists, no
 vectorisation, no cleverness: slow on purpose, so it is easy to read against the paper.
 
 The contract it states:
@@ -31,6 +32,10 @@ The contract it states:
   "all" scoring at most s_t - (1 - ratio) * |s_t| (in double precision from the target's float32
   score, then rounded to float32 like the scores it is compared with), the first k of them (all
   of them when k is None).
+
+The library names a setting with one value, `qurelib.mining_spec.MiningSpec`; `spec_kwargs` reads
+the oracle's keywords off any such value by attribute name, and `spec_for` builds one from loose
+settings, keeping only what the strategy reads (`READS`). Neither touches the mining above.
 """
 
 from __future__ import annotations
@@ -189,3 +194,33 @@ def fn_rate_by_hand(sets: list[list[int]], positives: list[list[int]]) -> tuple[
         hits += found
         with_fn += found > 0
     return (100.0 * hits / mined if mined else float("nan")), 100.0 * with_fn / queries
+
+
+# --- the settings as one value ------------------------------------------------------------------
+SPEC_FIELDS = ("strategy", "rule", "consecutive_threshold", "k", "ratio", "window")
+# what each strategy reads, stated here from the contract above (and checked against MiningSpec's
+# own validation in tests/test_mining_spec.py): a spec holding anything else is refused
+READS = {"drops": ("rule", "consecutive_threshold", "window"), "all": (), "top_k": ("k",),
+         "after_target_top_k": ("k",), "percent_of_positive": ("k", "ratio")}
+
+
+def spec_kwargs(spec) -> dict:
+    """The oracle's keywords (`mine_row`) from a spec value: any object with the attributes
+    strategy, rule, consecutive_threshold, k, ratio and window (e.g. qurelib's MiningSpec)."""
+    return {name: getattr(spec, name) for name in SPEC_FIELDS}
+
+
+def spec_for(strategy: str = "drops", *, rule: str = "released", consecutive_threshold: int = 1, k=None,
+             ratio=None, window=None, exclude_reference: bool = False):
+    """The library's `MiningSpec` of these settings, each field the strategy does not read (and the
+    threshold under the "paper" rule, which reads none) left at its default, so one set of keywords
+    can be handed to every strategy, as `mine_row` takes them.
+    Imported here, not at the top: the oracle itself stays independent of qurelib."""
+    from qurelib.mining_spec import MiningSpec
+
+    given = dict(rule=rule, consecutive_threshold=consecutive_threshold, k=k, ratio=ratio, window=window)
+    if strategy not in READS:  # let the library name it
+        return MiningSpec(strategy=strategy, exclude_reference=exclude_reference)
+    reads = [name for name in READS[strategy]
+             if not (name == "consecutive_threshold" and rule == "paper")]  # the paper's rule has no threshold
+    return MiningSpec(strategy=strategy, exclude_reference=exclude_reference, **{name: given[name] for name in reads})

@@ -35,10 +35,10 @@ WORK = ROOT / "build" / "mutation"
 
 GROUPS = {
     "qure": dict(  # the method and its fast paths
-        files=["qurelib/qure.py", "qurelib/kernels.py"],
-        mutants=["qurelib.qure.*", "qurelib.kernels.*"],
+        files=["qurelib/qure.py", "qurelib/kernels.py", "qurelib/mining_spec.py"],
+        mutants=["qurelib.qure.*", "qurelib.kernels.*", "qurelib.mining_spec.*"],
         tests=["tests/test_qure.py", "tests/test_kernels.py", "tests/test_mining_oracle.py", "tests/test_properties.py",
-               "tests/test_drop_windows.py",
+               "tests/test_drop_windows.py", "tests/test_mining_spec.py",
                "tests/test_wiring.py::test_info_nce_loss_by_hand_with_several_tokens",
                "tests/test_wiring.py::test_bradley_terry_by_hand_with_both_signs_and_a_temperature"]),
     "metrics": dict(

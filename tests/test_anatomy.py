@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from qurelib import anatomy
+from qurelib.mining_spec import MiningSpec
 
 
 def test_gaps_by_decile_of_an_even_curve_and_of_a_sparse_tail():
@@ -36,7 +37,7 @@ def test_persistent_low_images_sees_the_same_bottom():
 # --- the smoothness sweep ------------------------------------------------------------------------
 from dataclasses import replace  # noqa: E402
 
-DROP_RULES = ("drops/released", "drops/paper", "drops/released@0.02", "drops/released@0.05", "drops/scale_free")
+DROP_RULES = ("drops", "drops-paper", "drops-w0.02", "drops-w0.05", "drops-scale_free")
 
 
 def test_ratio_curve_is_built_to_its_shape():
@@ -110,6 +111,8 @@ def test_sweep_is_deterministic_per_seed(sweep):
     again = anatomy.smoothness_sweep(cliff_ratios=(1.0, 3.0, 10.0, 30.0, 100.0, 1000.0), curves=6, seed=11)
     assert again == sweep
     assert len(sweep) == len(anatomy.SWEEP_SHAPES) * 6 * len(anatomy.SWEEP_RULES)
+    assert {row["rule"] for row in sweep} == {str(MiningSpec.parse(s)) for s in anatomy.SWEEP_RULES}  # spec texts
+    assert set(DROP_RULES) <= {row["rule"] for row in sweep}
 
 
 def line(rows, setting, rule, key):
@@ -131,8 +134,12 @@ def test_drop_rules_find_the_tier_more_often_as_the_cliffs_grow(sweep, seed):
 def test_top_k_rules_do_not_see_the_cliffs(sweep):
     """The ranking is the same at every r, so top-k and after-target top-k mine the same sets: the
     positives below (and above) the target every time."""
+    top = {spec.strategy: spec for spec in map(MiningSpec.parse, anatomy.SWEEP_RULES)
+           if spec.strategy in ("top_k", "after_target_top_k")}
+    assert [(s, spec.k) for s, spec in sorted(top.items())] == [("after_target_top_k", 20), ("top_k", 20)]
     for setting, shape in anatomy.SWEEP_SHAPES.items():
-        for rule, fn in (("top_k", shape.n_positives - 1), ("after_target_top_k", shape.n_positives - 2)):
+        for strategy, fn in (("top_k", shape.n_positives - 1), ("after_target_top_k", shape.n_positives - 2)):
+            rule = str(top[strategy])
             assert set(line(sweep, setting, rule, "fn_rate")) == {100.0 * fn / 20}
             assert set(line(sweep, setting, rule, "hit_rate")) == {0.0}
 
@@ -150,7 +157,8 @@ def test_the_rules_find_the_tier_exactly_when_its_cliffs_are_the_steepest_gaps(s
     tier = set(np.nonzero(curve["tiers"] == 1)[0].tolist())
     for r, expect in ((1.5 * other, True), (0.7 * other, False)):
         built = anatomy.ratio_curve(replace(shape, cliff_ratio=r), seed)
-        sets = anatomy.mine_rules(built, ["drops/released", "drops/paper"])
+        sets = anatomy.mine_rules(built, ["drops", MiningSpec(rule="paper")])
+        assert list(sets) == ["drops", "drops-paper"]
         assert all((set(h.tolist()) == tier) is expect for h in sets.values()), (r, other)
 
 

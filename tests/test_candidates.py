@@ -15,15 +15,16 @@ import pytest
 import torch
 
 from qurelib import candidates, distributed, qure
+from qurelib.qure import MiningSpec
 
 sys.path.insert(0, str(Path(__file__).parent))  # spawned ranks import the workers by name
 import candidates_workers as W  # noqa: E402
 
-WINDOWED = [dict(strategy="drops", rule="released", window=12), dict(strategy="drops", rule="paper", window=0.03),
-            dict(strategy="drops", rule="scale_free", window=15),
-            dict(strategy="drops", rule="released", window=6, consecutive_threshold=3)]
-TOP_K = [dict(strategy="top_k", k=7), dict(strategy="after_target_top_k", k=7),
-         dict(strategy="percent_of_positive", k=7, ratio=0.9)]
+WINDOWED = [MiningSpec("drops", rule="released", window=12), MiningSpec("drops", rule="paper", window=0.03),
+            MiningSpec("drops", rule="scale_free", window=15),
+            MiningSpec("drops", rule="released", window=6, consecutive_threshold=3)]
+TOP_K = [MiningSpec("top_k", k=7), MiningSpec("after_target_top_k", k=7),
+         MiningSpec("percent_of_positive", k=7, ratio=0.9)]
 
 
 def assert_same_sets(got: qure.HardNegativeSets, ref: qure.HardNegativeSets) -> None:
@@ -32,8 +33,8 @@ def assert_same_sets(got: qure.HardNegativeSets, ref: qure.HardNegativeSets) -> 
     assert torch.equal(got.fallback, ref.fallback)
 
 
-def full_mining(query, tokens, target, **mining):
-    return qure.mine_hard_negatives(qure.score_corpus(query, tokens), target, **mining)
+def full_mining(query, tokens, target, spec, **kw):
+    return qure.mine_hard_negatives(qure.score_corpus(query, tokens), target, spec, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +44,12 @@ def corpus():
     return query, tokens, target, candidates.build_index(tokens, "Flat")
 
 
-@pytest.mark.parametrize("mining", WINDOWED + TOP_K, ids=lambda m: "-".join(str(v) for v in m.values()))
+@pytest.mark.parametrize("mining", WINDOWED + TOP_K, ids=str)
 @pytest.mark.parametrize("depth", [4, 32, 1000])
 def test_exact_index_equals_full_mining(corpus, mining, depth):
     query, tokens, target, index = corpus
-    sets, report = candidates.mine_on_candidates(query, tokens, target, index=index, depth=depth, **mining)
-    assert_same_sets(sets, full_mining(query, tokens, target, **mining))
+    sets, report = candidates.mine_on_candidates(query, tokens, target, index=index, spec=mining, depth=depth)
+    assert_same_sets(sets, full_mining(query, tokens, target, mining))
     assert report.queries == 40 and report.rounds >= 1
     if depth == 1000:  # every image is a candidate: one search, nothing widened or rescored in full
         assert (report.rounds, report.widened, report.exact_depth) == (1, 0, 0)
@@ -60,8 +61,8 @@ def test_exact_index_any_query_count(n_queries):
     query, tokens, target = W.clustered(n_queries, 300, seed=n_queries)
     index = candidates.build_index(tokens, "Flat")
     for mining in (WINDOWED[0], TOP_K[1]):
-        sets, _ = candidates.mine_on_candidates(query, tokens, target, index=index, depth=16, **mining)
-        assert_same_sets(sets, full_mining(query, tokens, target, **mining))
+        sets, _ = candidates.mine_on_candidates(query, tokens, target, index=index, spec=mining, depth=16)
+        assert_same_sets(sets, full_mining(query, tokens, target, mining))
 
 
 def test_rescoring_block_scores_like_the_full_call():
@@ -76,9 +77,9 @@ def test_fewer_hits_per_image_and_excluded_columns(corpus):
     query, tokens, target, index = corpus
     exclude = torch.where(torch.arange(40) % 3 == 0, (target + 1) % 500, torch.full((40,), -1))
     for mining in (WINDOWED[0], WINDOWED[1], *TOP_K):
-        sets, _ = candidates.mine_on_candidates(query, tokens, target, index=index, depth=8, hits_per_image=1,
-                                                exclude=exclude, **mining)
-        assert_same_sets(sets, full_mining(query, tokens, target, exclude=exclude, **mining))
+        sets, _ = candidates.mine_on_candidates(query, tokens, target, index=index, spec=mining, depth=8,
+                                                hits_per_image=1, exclude=exclude)
+        assert_same_sets(sets, full_mining(query, tokens, target, mining, exclude=exclude))
 
 
 # --- adversarial curves: a corpus whose scores are chosen exactly ----------------------------------
@@ -114,60 +115,63 @@ def curves():
     return query, tokens, torch.tensor(target), candidates.build_index(tokens, "Flat")
 
 
-@pytest.mark.parametrize("mining", WINDOWED + TOP_K + [dict(strategy="percent_of_positive", k=30, ratio=1.0)],
-                         ids=lambda m: "-".join(str(v) for v in m.values()))
+@pytest.mark.parametrize("mining", WINDOWED + TOP_K + [MiningSpec("percent_of_positive", k=30, ratio=1.0)], ids=str)
 @pytest.mark.parametrize("depth", [3, 24])
 def test_adversarial_curves_equal_full_mining(curves, mining, depth):
     query, tokens, target, index = curves
-    sets, report = candidates.mine_on_candidates(query, tokens, target, index=index, depth=depth, max_depth=64,
-                                                 **mining)
-    ref = full_mining(query, tokens, target, **mining)
+    sets, report = candidates.mine_on_candidates(query, tokens, target, index=index, spec=mining, depth=depth,
+                                                 max_depth=64)
+    ref = full_mining(query, tokens, target, mining)
     assert_same_sets(sets, ref)
-    if mining["strategy"] == "drops" and mining["rule"] == "released" and mining.get("consecutive_threshold", 1) == 1:
+    if mining.strategy == "drops" and mining.rule == "released" and mining.consecutive_threshold == 1:
         assert report.exact_whole_tail >= 1 and bool(ref.fallback[2])  # the linear row's whole tail
-    if mining["strategy"] in ("drops", "after_target_top_k"):
+    if mining.strategy in ("drops", "after_target_top_k"):
         assert report.exact_depth >= 1  # the target at 150 lies beyond max_depth = 64: its full row
 
 
 def test_target_beyond_the_depth_is_widened_not_truncated(curves):
     query, tokens, target, index = curves
-    sets, report = candidates.mine_on_candidates(query, tokens, target, index=index, depth=3, max_depth=400,
-                                                 **WINDOWED[1])
-    assert_same_sets(sets, full_mining(query, tokens, target, **WINDOWED[1]))
+    sets, report = candidates.mine_on_candidates(query, tokens, target, index=index, spec=WINDOWED[1], depth=3,
+                                                 max_depth=400)
+    assert_same_sets(sets, full_mining(query, tokens, target, WINDOWED[1]))
     assert report.widened >= 1 and report.rounds >= 3 and report.exact_depth == 0
 
 
 def test_whole_tail_rules_are_refused(corpus):
     query, tokens, target, index = corpus
     for rule in qure.RULES:
-        with pytest.raises(ValueError, match=r"window=None .* whole\s+curve"):
-            candidates.mine_on_candidates(query, tokens, target, index=index, strategy="drops", rule=rule)
-    with pytest.raises(ValueError, match="strategy='all'"):
-        candidates.mine_on_candidates(query, tokens, target, index=index, strategy="all")
-    with pytest.raises(ValueError, match="k=None"):
-        candidates.mine_on_candidates(query, tokens, target, index=index, strategy="percent_of_positive", ratio=0.9)
-    with pytest.raises(ValueError, match=r"window=0.001 is 1 image"):
-        candidates.mine_on_candidates(query, tokens, target, index=index, strategy="drops", window=0.001)
-    with pytest.raises(ValueError, match="window applies to strategy 'drops' only"):  # qure's own checks first
-        candidates.mine_on_candidates(query, tokens, target, index=index, strategy="top_k", k=3, window=5)
+        spec = MiningSpec("drops", rule=rule)
+        with pytest.raises(ValueError, match=rf"^mining spec '{spec}': no window, .* whole\s+curve"):
+            candidates.mine_on_candidates(query, tokens, target, index=index, spec=spec)
+    with pytest.raises(ValueError, match=r"^mining spec 'all': 'all' takes every image: it needs the whole curve"):
+        candidates.mine_on_candidates(query, tokens, target, index=index, spec=MiningSpec("all"))
+    with pytest.raises(ValueError, match=r"percent_of_positive without k .* whole\s+curve"):
+        candidates.mine_on_candidates(query, tokens, target, index=index,
+                                      spec=MiningSpec("percent_of_positive", ratio=0.9))
+    with pytest.raises(ValueError, match=r"^mining spec 'drops-w0.001': its window is 1 image"):
+        candidates.mine_on_candidates(query, tokens, target, index=index, spec=MiningSpec("drops", window=0.001))
+    with pytest.raises(ValueError, match=r"no window, .* whole\s+curve"):  # a text is read as its spec
+        candidates.mine_on_candidates(query, tokens, target, index=index, spec="drops-paper")
+    with pytest.raises(ValueError, match="window applies to strategy 'drops' only"):  # the spec's own checks first
+        candidates.mine_on_candidates(query, tokens, target, index=index, spec="top_k-k3-w5")
 
 
 def test_bad_columns_and_shapes_are_refused(corpus):
     query, tokens, target, index = corpus
     with pytest.raises(ValueError, match="query 0: target 500"):
-        candidates.mine_on_candidates(query, tokens, torch.full((40,), 500), index=index, **WINDOWED[0])
+        candidates.mine_on_candidates(query, tokens, torch.full((40,), 500), index=index, spec=WINDOWED[0])
     with pytest.raises(ValueError, match="exclude"):
-        candidates.mine_on_candidates(query, tokens, target, index=index, exclude=target, **WINDOWED[0])
+        candidates.mine_on_candidates(query, tokens, target, index=index, spec=WINDOWED[0], exclude=target)
     for bad in (dict(depth=0), dict(depth=8, max_depth=4), dict(hits_per_image=2.5), dict(depth=True)):
         with pytest.raises(ValueError, match="depth|hits_per_image"):
-            candidates.mine_on_candidates(query, tokens, target, index=index, **bad, **WINDOWED[0])
+            candidates.mine_on_candidates(query, tokens, target, index=index, spec=WINDOWED[0], **bad)
     with pytest.raises(ValueError, match="do not match the index"):
-        candidates.mine_on_candidates(query[:, :8], tokens, target, index=index, **WINDOWED[0])
+        candidates.mine_on_candidates(query[:, :8], tokens, target, index=index, spec=WINDOWED[0])
 
 
 def test_an_index_is_never_used_with_changed_embeddings(corpus):
     query, tokens, target, _ = corpus
-    mine = dict(WINDOWED[0], depth=16)
+    mine = dict(spec=WINDOWED[0], depth=16)
     changed = tokens.clone()
     index = candidates.build_index(changed, "Flat")
     candidates.mine_on_candidates(query, changed, target, index=index, **mine)  # the same embeddings: fine
@@ -198,21 +202,21 @@ def test_approximate_indexes_run_and_agree_when_exhaustive(corpus):
     for factory, params in (("IVF16,Flat", "nprobe=16"), ("HNSW16", "efSearch=512"), ("IVF16,SQ8,RFlat", "nprobe=16")):
         index = candidates.build_index(tokens, factory, search_params=params)
         assert not index.exact and index.search_params == params
-        sets, report = candidates.mine_on_candidates(query, tokens, target, index=index, depth=64, **WINDOWED[0])
-        ref = full_mining(query, tokens, target, **WINDOWED[0])
+        sets, report = candidates.mine_on_candidates(query, tokens, target, index=index, spec=WINDOWED[0], depth=64)
+        ref = full_mining(query, tokens, target, WINDOWED[0])
         same = np.mean([torch.equal(sets[q], ref[q]) for q in range(len(ref))])
         assert same >= 0.9, (factory, same)
     index = candidates.build_index(tokens, "IVF16,Flat", search_params="nprobe=1")  # one list: targets missed
-    _, report = candidates.mine_on_candidates(query, tokens, target, index=index, depth=64, **WINDOWED[0])
+    _, report = candidates.mine_on_candidates(query, tokens, target, index=index, spec=WINDOWED[0], depth=64)
     assert report.exact_depth + report.widened > 0
 
 
 def test_sharded_world_2_equals_one_process(tmp_path):
-    mining, depth = dict(strategy="drops", rule="released", window=10), 8
+    mining, depth = "drops-w10", 8  # the spawned ranks get the spec's text
     query, tokens, target = W.clustered(30, 301)
     one, report = candidates.mine_on_candidates(query, tokens, target, index=candidates.build_index(tokens),
-                                                depth=depth, **mining)
-    assert_same_sets(one, full_mining(query, tokens, target, **mining))
+                                                spec=MiningSpec(window=10), depth=depth)
+    assert_same_sets(one, full_mining(query, tokens, target, mining))
     distributed.spawn(W.mine_sharded, 2, str(tmp_path / "w2.pt"), 30, 301, mining, depth)
     two = torch.load(tmp_path / "w2.pt")
     assert two["n_total"] == 301 and two["offset"] == 0
@@ -238,3 +242,21 @@ def test_scale_bench_smoke(tmp_path):
                                                    "fig_scale_recall.png", "fig_scale_recall.csv", "t.md"}
     a, b = scale.fit_power([10, 100, 1000], [2.0, 20.0, 200.0])
     assert b == pytest.approx(1.0) and a == pytest.approx(0.2)
+
+
+def test_the_contract_of_a_spec_on_candidates():
+    """`check_candidate_mining` returns the drop window as images of the corpus (None for the top-k
+    family) and refuses what needs the whole curve; `needed_depth` is what a query needs whose
+    target sits at `rank`."""
+    assert candidates.check_candidate_mining(MiningSpec(window=0.02), 1350) == 27  # ceil(0.02 x 1350)
+    assert candidates.check_candidate_mining("drops-paper-w100", 1350) == 100  # a text is read as its spec
+    for spec in (MiningSpec("top_k", k=7), "after_target_top_k-k7", "percent_of_positive-k7-r0.9"):
+        assert candidates.check_candidate_mining(spec, 1350) is None
+    for spec, message in (("drops", "no window"), ("all", "'all' takes every image"),
+                          ("percent_of_positive-r0.9", "without k"), ("drops-w0.001", "window is 1 image")):
+        with pytest.raises(ValueError, match=message):
+            candidates.check_candidate_mining(spec, 500)
+    assert candidates.needed_depth(MiningSpec(window=10), 5, 10) == 5 + 10 + 1
+    assert candidates.needed_depth(MiningSpec("after_target_top_k", k=7), 5, None) == 5 + 7 + 1
+    assert candidates.needed_depth(MiningSpec("top_k", k=7), 5, None) == 7 + 1
+    assert candidates.needed_depth(MiningSpec("percent_of_positive", k=7, ratio=0.9), 5, None) is None

@@ -105,14 +105,14 @@ def test_explorer_redraws_in_place(tmp_path):
 
     split = load_fashion_shapes(make_fashion_shapes(tmp_path / "fs", "smoke", seed=0), "val")["dress"]
     scores = torch.randn(len(split.queries), len(split.corpus_ids), generator=torch.Generator().manual_seed(0))
-    panel = explorer(split, scores, k=20, specs=("drops/released", "top_k"))
+    panel = explorer(split, scores, specs=("drops", "top_k-k20"))
     (slider, choice, jump), caption, grid, curve, errors = panel.children[0].children, *panel.children[1:]
     assert grid.value[:4] == curve.value[:4] == b"\x89PNG" and split.queries[0].query_id in caption.value
     before = curve.value
     slider.value = 3
     assert curve.value != before and "query 3" in caption.value and "|H| =" in caption.value
-    choice.value = "top_k"
-    assert "top_k" in caption.value and "|H| = 20" in caption.value
+    choice.value = "top_k-k20"
+    assert "top_k-k20" in caption.value and "|H| = 20" in caption.value
     jump.value = split.queries[5].query_id
     assert slider.value == 5 and split.queries[5].query_id in caption.value
     jump.value = "no-such-query"

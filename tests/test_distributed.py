@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # spawned ranks import the worke
 import distributed_workers as W  # noqa: E402
 
 CONFIG = dict(epochs=2, n_def=2, batch_size=8, lr=1e-4, device="cpu", progress=False,
-              audit=("drops/paper", "top_k"), audit_k=10)
+              audit=("drops-paper", "top_k-k10"))
 LOSS_RTOL = 1e-6  # float reduction order: one sum of B terms vs two sums of B / 2
 
 
@@ -63,7 +63,7 @@ def test_shard_ranges_and_batch_size_errors():
 @pytest.fixture(scope="module")
 def first(smoke_root, tmp_path_factory):
     """`distributed_workers.first_pass` at world 1 and world 2: {world: folder}."""
-    mining = {**CONFIG, "exclude_reference": True, "audit": ("drops/paper", "top_k", "all")}
+    mining = {**CONFIG, "mining": "drops-xref", "audit": ("drops-paper", "top_k-k10", "all")}
     out = {}
     for world in (1, 2):
         out[world] = tmp_path_factory.mktemp(f"w{world}")

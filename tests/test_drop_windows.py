@@ -13,6 +13,7 @@ import torch
 import mining_oracle as oracle
 from fastpath import mine_fast
 from qurelib import qure
+from qurelib.qure import MiningSpec
 from test_mining_oracle import _random_scores, adversarial_cases, check_against_oracle
 
 # Column 0 is the target (100); columns 1..17 are its tail in order:
@@ -43,9 +44,11 @@ def test_cliff_near_the_target_and_a_sparse_lower_tail(kw, expected):
     want = expected if isinstance(expected, tuple) else (expected, False)
     assert oracle.mine_row(CLIFF, 0, **kw) == want
     scores, target = torch.tensor([CLIFF], dtype=torch.float32), torch.tensor([0])
+    spec = MiningSpec(**kw)
     for impl in ("reference", "fast"):
-        sets = qure.mine_hard_negatives(scores, target, impl=impl, **kw)
-        assert (sets[0].tolist(), bool(sets.fallback[0])) == want, impl
+        for given in (spec, str(spec)):  # the spec and its text
+            sets = qure.mine_hard_negatives(scores, target, given, impl=impl)
+            assert (sets[0].tolist(), bool(sets.fallback[0])) == want, (impl, given)
 
 
 def test_scale_free_relative_drops_by_hand():
@@ -59,32 +62,39 @@ def test_scale_free_relative_drops_by_hand():
 
 @pytest.mark.parametrize("window", [0, 1, -3, 0.0, 1.5, -0.2, True, False, "10", 2.0, [5]])
 def test_bad_window_is_refused_by_both_implementations(window):
-    scores, target = torch.tensor([CLIFF], dtype=torch.float32), torch.tensor([0])
-    for impl in ("reference", "fast"):
-        with pytest.raises(ValueError, match="window"):
-            qure.mine_hard_negatives(scores, target, window=window, impl=impl)
+    """The spec refuses a bad window whichever implementation would mine it; a text naming one is
+    refused by both implementations."""
+    with pytest.raises(ValueError, match="window"):
+        MiningSpec(window=window)
     with pytest.raises(ValueError):
         oracle.mine_row(CLIFF, 0, window=window)
+    if type(window) in (int, float) and window >= 0:  # those with a text form
+        scores, target = torch.tensor([CLIFF], dtype=torch.float32), torch.tensor([0])
+        for impl in ("reference", "fast"):
+            with pytest.raises(ValueError, match="window"):
+                qure.mine_hard_negatives(scores, target, f"drops-w{window!r}", impl=impl)
 
 
 def test_window_only_with_drops():
     scores, target = torch.tensor([CLIFF], dtype=torch.float32), torch.tensor([0])
     with pytest.raises(ValueError, match="window applies to strategy 'drops' only"):
-        qure.mine_hard_negatives(scores, target, strategy="top_k", k=3, window=5)
+        MiningSpec("top_k", k=3, window=5)
+    with pytest.raises(ValueError, match="window applies to strategy 'drops' only"):
+        qure.mine_hard_negatives(scores, target, "top_k-k3-w5")
 
 
 WINDOWED = [
-    dict(strategy="drops", rule="released", window=2),
-    dict(strategy="drops", rule="released", window=5),
-    dict(strategy="drops", rule="released", consecutive_threshold=0, window=4),
-    dict(strategy="drops", rule="paper", window=3),
-    dict(strategy="drops", rule="released", window=0.3),
-    dict(strategy="drops", rule="released", window=1.0),
+    MiningSpec("drops", rule="released", window=2),
+    MiningSpec("drops", rule="released", window=5),
+    MiningSpec("drops", rule="released", consecutive_threshold=0, window=4),
+    MiningSpec("drops", rule="paper", window=3),
+    MiningSpec("drops", rule="released", window=0.3),
+    MiningSpec("drops", rule="released", window=1.0),
 ]
 SCALE_FREE = [
-    dict(strategy="drops", rule="scale_free"),
-    dict(strategy="drops", rule="scale_free", consecutive_threshold=3),
-    dict(strategy="drops", rule="scale_free", window=6),
+    MiningSpec("drops", rule="scale_free"),
+    MiningSpec("drops", rule="scale_free", consecutive_threshold=3),
+    MiningSpec("drops", rule="scale_free", window=6),
 ]
 
 
@@ -108,25 +118,29 @@ def test_realistic_curves_windowed_are_decided_by_the_fast_path():
     from qurelib.bench import synthetic_scores
 
     scores, target = synthetic_scores(48, 600, seed=2)
-    configs = [dict(strategy="drops", rule=r, window=w) for r in ("released", "paper") for w in (100, 0.05)]
+    configs = [MiningSpec("drops", rule=r, window=w) for r in ("released", "paper") for w in (100, 0.05)]
     check_against_oracle(scores, target, group="window realistic curves", min_share=0.95, configs=configs)
     check_against_oracle(scores, target, group="scale_free realistic curves", min_share=0.95,
-                         configs=[dict(strategy="drops", rule="scale_free"),
-                                  dict(strategy="drops", rule="scale_free", window=100)])
-    got, undecided = mine_fast(scores, target, backend="numpy", window=100, record="window realistic (count)")
+                         configs=["drops-scale_free", "drops-scale_free-w100"])
+    got, undecided = mine_fast(scores, target, "drops-w100", backend="numpy", record="window realistic (count)")
     assert undecided.sum() <= 0.05 * len(got)
 
 
 def test_train_config_takes_a_window_as_a_fork_key():
     from qurelib.train import FORK_KEYS, TrainConfig
 
-    assert TrainConfig(window=100).window == 100 and TrainConfig(window=0.02, rule="scale_free").window == 0.02
-    assert "window" in FORK_KEYS
+    assert TrainConfig(mining=MiningSpec(window=100)).mining.window == 100
+    assert TrainConfig(mining=MiningSpec(window=0.02, rule="scale_free")).mining.window == 0.02
+    assert TrainConfig(mining="drops-scale_free-w0.02").mining == MiningSpec(window=0.02, rule="scale_free")
+    assert "mining" in FORK_KEYS  # the window is part of the mining spec, a fork key
     for bad in (1, 1.5, True):
         with pytest.raises(ValueError, match="window"):
-            TrainConfig(window=bad)
+            TrainConfig(mining=MiningSpec(window=bad))
+    for bad in ("drops-w1", "drops-w1.5"):
+        with pytest.raises(ValueError, match="window"):
+            TrainConfig(mining=bad)
     with pytest.raises(ValueError, match="window applies"):
-        TrainConfig(strategy="top_k", k=5, window=10)
+        TrainConfig(mining="top_k-k5-w10")
 
 
 @pytest.mark.parametrize("window", [5, 0.1])
@@ -137,8 +151,9 @@ def test_the_public_fast_path_applies_the_window(window, rule):
     there passed every kernel-level parity test, which call the batched path themselves)."""
     g = torch.Generator().manual_seed(11)
     scores, target = torch.randn(40, 120, generator=g), torch.randint(0, 120, (40,), generator=g)
-    got = qure.mine_hard_negatives(scores, target, rule=rule, window=window)
-    width = qure.window_size(window, 120)
+    spec = MiningSpec(rule=rule, window=window)
+    got = qure.mine_hard_negatives(scores, target, spec)
+    width = spec.window_size(120)
     want, flags = oracle.mine(scores, target, strategy="drops", rule=rule, consecutive_threshold=1, k=None,
                               ratio=None, window=width)
     unwindowed, _ = oracle.mine(scores, target, strategy="drops", rule=rule, consecutive_threshold=1, k=None,

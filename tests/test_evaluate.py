@@ -86,11 +86,11 @@ def test_hard_negative_stats_and_audit():
     scores = torch.rand(6, 30, generator=torch.Generator().manual_seed(0))
     target = torch.arange(6)
     positives = [[q, q + 10] for q in range(6)]
-    audit = A.audit_hard_negatives(scores, target, positives, k=5, ratio=0.95)
-    assert set(audit) == set(A.AUDIT)
+    audit = A.audit_hard_negatives(scores, target, positives, A.audit_specs(5, 0.95))
+    assert set(audit) == {str(s) for s in A.audit_specs(5, 0.95)}
     assert audit["all"]["size_min"] == 29 and audit["all"]["fn_rate"] == pytest.approx(100 / 29)
-    assert audit["top_k"]["size_max"] == 5
-    assert not math.isnan(audit["drops/released"]["size_mean"])
+    assert audit["top_k-k5"]["size_max"] == 5
+    assert not math.isnan(audit["drops"]["size_mean"])
 
 
 def _shuffled(cache):

@@ -17,4 +17,4 @@ def split(tmp_path_factory):
 def test_a_query_outside_the_split_is_named(split, query):
     scores = torch.zeros(len(split.queries), len(split.corpus_ids))
     with pytest.raises(ValueError, match=f"query={query!r}: expected a query row in 0..{len(split.queries) - 1}"):
-        query_figure(split, scores, query, "drops/released", k=5)
+        query_figure(split, scores, query, "drops")

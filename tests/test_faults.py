@@ -9,7 +9,7 @@ import torch
 import yaml
 from PIL import Image
 
-from qurelib import qure
+from qurelib import audit, qure
 from qurelib.data import load_fashioniq
 from qurelib.paths import NOTEBOOKS_DIR, PARAMS_DIR
 from qurelib.study import runner, stages
@@ -67,17 +67,21 @@ def test_each_stage_gets_only_its_parameters_and_typos_fail():
 
 # --- 4. mining arguments are validated identically for both implementations --------------------
 @pytest.mark.parametrize("impl", ["fast", "reference"])
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(strategy="percent_of_positive", ratio=0.9, k=0), "k must be an int >= 1"),
-    (dict(strategy="percent_of_positive", ratio=0.9, k=-1), "k must be an int >= 1"),
-    (dict(strategy="top_k", k=2.5), "k must be an int >= 1"),
-    (dict(block_rows=-1), "block_rows"),
-    (dict(consecutive_threshold=-2), "consecutive_threshold"),
+@pytest.mark.parametrize("spec, kwargs, match", [
+    ("percent_of_positive-k0-r0.9", {}, "k must be an int >= 1"),  # a spec's text: parsed by mine_hard_negatives
+    (dict(strategy="percent_of_positive", ratio=0.9, k=-1), {}, "k must be an int >= 1"),  # fields: MiningSpec
+    ("top_k-k2.5", {}, "k must be an int >= 1"),
+    (dict(strategy="top_k", k=2.5), {}, "k must be an int >= 1"),
+    ("drops", dict(block_rows=-1), "block_rows"),
+    (dict(consecutive_threshold=-2), {}, "consecutive_threshold"),
 ])
-def test_bad_mining_arguments_fail_the_same_way(impl, kwargs, match):
+def test_bad_mining_arguments_fail_the_same_way(impl, spec, kwargs, match):
+    """The settings are one MiningSpec, refused before either implementation sees them (a dict
+    here: its fields, refused by the constructor)."""
     scores = torch.randn(4, 10, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=match):
-        qure.mine_hard_negatives(scores, torch.arange(4), impl=impl, **kwargs)
+        spec = qure.MiningSpec(**spec) if isinstance(spec, dict) else spec
+        qure.mine_hard_negatives(scores, torch.arange(4), spec, impl=impl, **kwargs)
 
 
 def test_mining_inputs_are_checked_not_coerced():
@@ -115,9 +119,8 @@ def test_a_fork_that_cannot_start_moves_no_finished_run(tmp_path, monkeypatch):
     fake_run(cfg.run_dir / "qure", cfg.train_config(), epoch=2)  # a finished run
     changed = study_config(**{**SMOKE, "lr": 1e-3})
     with pytest.raises(ValueError, match="lr"):
-        stages.run_finetune(changed, None, {}, None, run_name="qure", strategy="drops", rule="released",
-                            consecutive_threshold=1, k=0, ratio=0.95, exclude_reference=False, audit_k=20,
-                            audit_ratio=0.95)
+        stages.run_finetune(changed, None, {}, None, run_name="qure", mining="drops",
+                            audit_specs=audit.hardness_specs(20, 0.95))
     assert (cfg.run_dir / "qure" / "checkpoint").is_dir() and not (cfg.run_dir / "stale").exists()
 
 
@@ -303,7 +306,7 @@ def image_split(root, corpus, captions):
 
 @pytest.mark.parametrize("corpus, reference, changes, needed", [
     (["A"], "R", {}, "at least 2 corpus images"),  # N = 1
-    (["A", "B"], "B", {"exclude_reference": True}, "once exclude_reference removes the reference; .* at least 3"),
+    (["A", "B"], "B", {"mining": "drops-xref"}, "once exclude_reference removes the reference; .* at least 3"),
     (["A"], "R", {"warmup": False}, "at least 2 corpus images"),  # mined from epoch 0: the same check
 ])
 def test_a_corpus_without_negatives_fails_before_training(tmp_path, corpus, reference, changes, needed):
@@ -326,10 +329,13 @@ def test_a_corpus_without_negatives_fails_before_training(tmp_path, corpus, refe
     (dict(lr=float("nan")), "lr must be a finite number > 0, got nan"),
     (dict(weight_decay=-0.1), "weight_decay must be a number >= 0"),
     (dict(eval_every=-1), "eval_every must be an int >= 0"),
-    (dict(audit_k=0), "audit_k must be an int >= 1"),
-    (dict(audit_ratio=1.5), r"audit_ratio must be a number in \(0, 1\]"),
+    (dict(audit=("top_k-k0",)), "audit: .*k must be an int >= 1"),
+    (dict(audit=("percent_of_positive-k20-r1.5",)), r"audit: .*needs 0 < ratio <= 1; got ratio=1.5"),
+    (dict(audit="drops"), "audit must be a list of mining specs"),  # one text is not a list of them
     (dict(encode_batch_size=0), "encode_batch_size must be an int >= 1"),
-    (dict(strategy="top_k", k=2.5), "k must be an int >= 1"),
+    (dict(mining="top_k-k2.5"), "mining: .*k must be an int >= 1"),
+    (dict(mining="drops-w1"), "mining: .*window must be None"),
+    (dict(mining="bogus"), "mining: .*unknown strategy 'bogus'"),
 ])
 def test_train_config_names_the_bad_parameter(changes, match):
     with pytest.raises(ValueError, match=match):
@@ -345,9 +351,9 @@ def test_bf16_fp16_and_numpy_scores_give_the_float32_results(impl):
     target = torch.tensor([1, 3, 5, 7, 9, 11])
     for given in (scores.bfloat16(), scores.half(), scores.numpy(), scores.half().numpy()):
         exact = torch.as_tensor(given).float()  # the same values in float32
-        for strategy in ("drops", "percent_of_positive"):
-            got = qure.mine_hard_negatives(given, target.numpy(), impl=impl, strategy=strategy, ratio=0.9)
-            want = qure.mine_hard_negatives(exact, target, impl=impl, strategy=strategy, ratio=0.9)
+        for spec in ("drops", "percent_of_positive-r0.9"):
+            got = qure.mine_hard_negatives(given, target.numpy(), spec, impl=impl)
+            want = qure.mine_hard_negatives(exact, target, spec, impl=impl)
             assert [s.tolist() for s in got] == [s.tolist() for s in want]
         assert recall_at_k(given, target) == recall_at_k(exact, target)
         assert circo_map_at_k(given, [[1, 2]] * 6) == circo_map_at_k(exact, [[1, 2]] * 6)

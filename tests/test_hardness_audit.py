@@ -1,11 +1,11 @@
 """The hardness audit (qurelib.audit): ranks, attribute distances, H's position and composition,
-the corpus reference bar, pooling over splits, and the drop-window spec syntax; hand-computed."""
+the corpus reference bar, pooling over splits, and the audited specs; hand-computed."""
 
 import pytest
 import torch
 
 from qurelib import audit
-from qurelib.qure import HardNegativeSets
+from qurelib.qure import HardNegativeSets, MiningSpec
 
 # Two attributes, so distances 0..2; column 4 is another category.
 RECORDS = {
@@ -75,34 +75,31 @@ def test_audit_carries_hardness_per_spec():
     scores = torch.tensor([[1.0, 0.9, 0.8, 0.7, 0.2, 0.1], [0.1, 1.0, 0.5, 0.45, 0.4, -0.5]])
     target = torch.tensor([0, 1])
     ranks = audit.score_ranks(scores)
-    out = audit.audit_hard_negatives(scores, target, None, ("all", "drops/released@3"), k=2, ratio=0.9,
-                                     ranks=ranks)
+    out = audit.audit_hard_negatives(scores, target, None, ("all", MiningSpec(window=3)), ranks=ranks)
+    assert set(out) == {"all", "drops-w3"}  # keyed by the specs' texts
     assert out["all"]["hardness"]["rank_median"] == pytest.approx(0.6)  # ranks 1..5 of each, / 5
-    assert out["drops/released@3"]["hardness"]["composition"] is None
-    assert "hardness" not in audit.audit_hard_negatives(scores, target, None, ("all",), k=2, ratio=0.9)["all"]
+    assert out["drops-w3"]["hardness"]["composition"] is None
+    assert "hardness" not in audit.audit_hard_negatives(scores, target, None, ("all",))["all"]
+    texts = audit.audit_hard_negatives(scores, target, None, ("drops-released-w3", "all"))  # texts: canonical keys
+    assert list(texts) == ["drops-w3", "all"]
+    assert texts["drops-w3"] == {key: v for key, v in out["drops-w3"].items() if key != "hardness"}
+    with pytest.raises(ValueError, match="mining spec"):
+        audit.audit_hard_negatives(scores, target, None, ("drops-w1",))
 
 
-@pytest.mark.parametrize("spec,want", [
-    ("drops/released", dict(strategy="drops", rule="released", window=None)),
-    ("drops/paper@100", dict(strategy="drops", rule="paper", window=100)),
-    ("drops/scale_free@0.02", dict(strategy="drops", rule="scale_free", window=0.02)),
-    ("top_k", dict(strategy="top_k", rule="released", window=None)),
-])
-def test_parse_spec_windows(spec, want):
-    assert audit.parse_spec(spec) == want
-
-
-@pytest.mark.parametrize("spec", ["top_k@5", "drops/released@1", "drops/released@x", "drops/released@1.5",
-                                  "drops/nope"])
-def test_parse_spec_refuses(spec):
-    with pytest.raises(ValueError):
-        audit.parse_spec(spec)
-
-
-def test_hardness_audit_lists_parse():
-    for spec in audit.HARDNESS_AUDIT:
-        audit.parse_spec(spec)
-    assert audit.AUDIT == audit.HARDNESS_AUDIT[:len(audit.AUDIT)]
+def test_audit_specs_are_the_papers_strategies_and_the_rules_beyond_it():
+    specs = audit.audit_specs(20, 0.95)
+    assert [str(s) for s in specs] == ["drops", "drops-paper", "top_k-k20", "after_target_top_k-k20",
+                                       "percent_of_positive-k20-r0.95", "all"]
+    assert all(isinstance(s, MiningSpec) for s in specs)
+    hardness = audit.hardness_specs(20, 0.95)
+    assert hardness[:len(specs)] == specs  # the audit's columns stay as they are
+    assert [str(s) for s in hardness[len(specs):]] == ["drops-w0.02", "drops-scale_free"]
+    assert [str(s) for s in audit.audit_specs(100, 0.5)][2:5] == ["top_k-k100", "after_target_top_k-k100",
+                                                                  "percent_of_positive-k100-r0.5"]
+    for k, ratio, field in ((0, 0.95, "k"), (20, 1.5, "ratio")):
+        with pytest.raises(ValueError, match=field):
+            audit.audit_specs(k, ratio)
 
 
 def test_results_rows_carry_the_pooled_hardness():

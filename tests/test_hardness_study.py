@@ -29,7 +29,7 @@ SPLITS = {"one": _split("one", ["a"]), "two": _split("two", ["c", "c"])}
 # corpus a b c d e; split one, target a: order a b c d e; split two, target c: order c d a b e
 SCORES = {"one": torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5]]),
           "two": torch.tensor([[0.7, 0.6, 0.9, 0.8, 0.5]] * 2)}
-SETS = {"drops/released": {"one": _sets([1]), "two": _sets([0, 1], [3])}}
+SETS = {"drops": {"one": _sets([1]), "two": _sets([0, 1], [3])}}
 
 
 def test_hardness_audit_pools_two_splits_by_queries():
@@ -37,14 +37,14 @@ def test_hardness_audit_pools_two_splits_by_queries():
     # members: one: b (rank 1 / 4, distance 0 -- b is red like the target a);
     # two: a, b (ranks 2, 3; distances 1, 1) and d (rank 1; distance 0)
     # composition per split: one {0: 100}, two {0: 1/3, 1: 2/3}; pooled with weights 1 and 2
-    h = pooled["drops/released"]
+    h = pooled["drops"]
     assert h["composition"] == pytest.approx({"0": (100 + 2 * 100 / 3) / 3, "1": (0 + 2 * 200 / 3) / 3})
     assert h["size_mean"] == pytest.approx((1 + 2 * 1.5) / 3)
     # rank medians: one 0.25; two: positions .5 .75 | .25 -> median of all members .5
     assert h["rank_median"] == pytest.approx((0.25 + 2 * 0.5) / 3)
     # the corpus without the target: one: b0 c1 d1 e1 -> 25 / 75; two: a1 b1 d0 e1 -> 25 / 75
     assert corpus == pytest.approx({"0": 25.0, "1": 75.0})
-    assert [r["strategy"] for r in table] == ["corpus (random negatives)", "drops/released"]
+    assert [r["strategy"] for r in table] == ["corpus (random negatives)", "drops"]
     assert table[1]["0 off (FN) %"] == pytest.approx(round(h["composition"]["0"], 1))
     assert table[1]["H median rank %"] == pytest.approx(round(100 * h["rank_median"], 1))
     assert table[0]["mean |H|"] is None and table[0]["1 off %"] == 75.0
@@ -53,9 +53,9 @@ def test_hardness_audit_pools_two_splits_by_queries():
 def test_hardness_without_attributes_is_unknown_not_zero():
     split = CIRSplit("real", SPLITS["one"].queries, list(COLOUR), {})
     table, pooled, corpus = study.hardness_audit({"real": SCORES["one"]}, {"real": split},
-                                                 {"drops/released": {"real": _sets([1])}})
-    assert corpus is None and pooled["drops/released"]["composition"] is None
-    assert [r["strategy"] for r in table] == ["drops/released"]
+                                                 {"drops": {"real": _sets([1])}})
+    assert corpus is None and pooled["drops"]["composition"] is None
+    assert [r["strategy"] for r in table] == ["drops"]
     assert table[0]["0 off (FN) %"] is None and table[0]["H median rank %"] == 25.0
     assert "—" in table._repr_html_()
 
@@ -82,7 +82,7 @@ def test_built_curves_put_h_where_the_structure_says():
     misses on (nearly) every curve, the released rule on nearly every light-tailed one and on at
     most half of the heavy-tailed ones; a rule that misses the tier takes bulk or outliers, not a
     part of the tier (no exception in those 6000 minings)."""
-    rules = ["drops/released", "drops/released@0.05"]  # scale_free: right on some seeds only (notebook 02)
+    rules = ["drops", "drops-w0.05"]  # scale_free: right on some seeds only (notebook 02)
     found = {(tail, rule): 0 for tail in ("light", "heavy") for rule in rules}
     part_of_the_tier = []
     for seed in range(60):
@@ -94,9 +94,9 @@ def test_built_curves_put_h_where_the_structure_says():
                 found[tail, rule] += int(hit)
                 if not hit and near.mean() >= 0.1:
                     part_of_the_tier.append((seed, tail, rule))
-    assert found["light", "drops/released@0.05"] >= 57 and found["heavy", "drops/released@0.05"] >= 57  # 60
-    assert found["light", "drops/released"] >= 52  # expected 59 (1.2 misses)
-    assert found["heavy", "drops/released"] <= 30  # expected 15 (sd 3.4): the tail's wide gaps win
+    assert found["light", "drops-w0.05"] >= 57 and found["heavy", "drops-w0.05"] >= 57  # 60
+    assert found["light", "drops"] >= 52  # expected 59 (1.2 misses)
+    assert found["heavy", "drops"] <= 30  # expected 15 (sd 3.4): the tail's wide gaps win
     assert len(part_of_the_tier) <= 3, part_of_the_tier  # expected 0
 
 
@@ -114,11 +114,11 @@ def test_curve_anatomy_sees_a_sparse_lower_tail():
 
 
 def test_hardness_and_tier_figures_draw_what_they_are_given():
-    hardness = {"drops/released": {"size_mean": 40.0, "rank_median": 0.9,
+    hardness = {"drops": {"size_mean": 40.0, "rank_median": 0.9,
                                    "composition": {"0": 1.0, "1": 9.0, "2": 90.0}},
                 "real data": {"size_mean": 3.0, "rank_median": 0.2, "composition": None}}
     fig, table = plots.plot_hardness(hardness, {"0": 5.0, "1": 20.0, "2": 75.0})
-    assert [r["set"] for r in table] == ["corpus (random negatives)", "drops/released", "real data"]
+    assert [r["set"] for r in table] == ["corpus (random negatives)", "drops", "real data"]
     assert table[1]["distance_2_pct"] == 90.0 and table[2]["distance_0_pct"] is None
     widths = [p.get_width() for p in fig.axes[0].patches]
     assert sorted(widths)[-2:] == [75.0, 90.0]
@@ -137,7 +137,7 @@ def test_near_miss_hits_counts_the_curves_where_h_is_the_tier():
     """The table's counts are the curves of seeds 0 .. seeds-1 whose H is the tier (at least 28 of
     the 30 near misses and 90 % of H), counted here by hand; the rates themselves are a property
     of the random curves (test_built_curves_put_h_where_the_structure_says)."""
-    rules = ["drops/released", "drops/released@0.05"]
+    rules = ["drops", "drops-w0.05"]
 
     def by_hand(rule, seeds, n_outliers):
         found = 0

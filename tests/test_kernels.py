@@ -5,16 +5,17 @@ import pytest
 import torch
 
 from qurelib import kernels, qure
+from qurelib.qure import MiningSpec
 
 CONFIGS = [
-    dict(strategy="drops", rule="released"),
-    dict(strategy="drops", rule="paper"),
-    dict(strategy="drops", rule="released", consecutive_threshold=3),
-    dict(strategy="all"),
-    dict(strategy="top_k", k=5),
-    dict(strategy="after_target_top_k", k=4),
-    dict(strategy="percent_of_positive", ratio=0.9, k=6),
-    dict(strategy="percent_of_positive", ratio=0.95),
+    MiningSpec("drops", rule="released"),
+    MiningSpec("drops", rule="paper"),
+    MiningSpec("drops", rule="released", consecutive_threshold=3),
+    MiningSpec("all"),
+    MiningSpec("top_k", k=5),
+    MiningSpec("after_target_top_k", k=4),
+    MiningSpec("percent_of_positive", ratio=0.9, k=6),
+    MiningSpec("percent_of_positive", ratio=0.95),
 ]
 
 
@@ -27,11 +28,10 @@ def assert_same(a, b):
 
 def check_parity(scores, target, exclude=None):
     for cfg in CONFIGS:
-        ref = qure.mine_hard_negatives(scores, target, exclude=exclude, impl="reference", **cfg)
-        assert_same(ref, qure.mine_hard_negatives(scores, target, exclude=exclude, block_rows=5, **cfg))
-        full = dict(rule="released", consecutive_threshold=1, k=None, ratio=None) | cfg
+        ref = qure.mine_hard_negatives(scores, target, cfg, exclude=exclude, impl="reference")
+        assert_same(ref, qure.mine_hard_negatives(scores, target, cfg, exclude=exclude, block_rows=5))
         sets, fallback, undecided = kernels.mine_hard_negatives_batched(
-            scores, target, exclude=exclude, block_rows=3, backend="torch", **full)
+            scores, target, cfg, exclude=exclude, block_rows=3, backend="torch")
         for q in range(len(ref)):  # rows the torch backend decided itself must agree
             if not undecided[q]:
                 assert sets[q].tolist() == ref[q].tolist(), f"query {q}"
@@ -187,8 +187,8 @@ def test_undecided_rows_come_back_as_empty_int64_sets(backend):
     # Every drop equal (1.0): the 8th and 9th steepest tie, so the top-8 cannot settle the row.
     row = torch.tensor([[9, 8, 7, 6, 5, 4, 3, 2, 1, 0, -1, -2]], dtype=torch.float32)
     sets, fallback, undecided = kernels.mine_hard_negatives_batched(
-        row, torch.tensor([0]), strategy="drops", rule="released", consecutive_threshold=1, k=None, ratio=None,
-        exclude=None, backend=backend)
+        row, torch.tensor([0]), MiningSpec("drops", rule="released", consecutive_threshold=1), exclude=None,
+        backend=backend)
     assert undecided.dtype == bool and undecided.tolist() == [True] and fallback.tolist() == [False]
     assert isinstance(sets[0], np.ndarray) and sets[0].dtype == np.int64 and sets[0].shape == (0,)
 
@@ -211,43 +211,38 @@ def test_only_a_tie_across_a_boundary_takes_the_exact_path(backend, monkeypatch)
     exclude[::2] = -1
     for cfg in CONFIGS:
         for excl, top_m in ((None, 8), (exclude, 8), (None, 30), (exclude, 30)):
-            ref = qure.mine_hard_negatives(scores, target, exclude=excl, impl="reference", **cfg)
-            full = dict(rule="released", consecutive_threshold=1, k=None, ratio=None) | cfg
-            sets, _, undecided = kernels.mine_hard_negatives_batched(scores, target, exclude=excl, backend=backend,
-                                                                     top_m=top_m, **full)
-            if top_m == 30 or cfg["strategy"] != "drops":  # only the drops rule can leave a row to the caller
+            ref = qure.mine_hard_negatives(scores, target, cfg, exclude=excl, impl="reference")
+            sets, _, undecided = kernels.mine_hard_negatives_batched(scores, target, cfg, exclude=excl, backend=backend,
+                                                                     top_m=top_m)
+            if top_m == 30 or cfg.strategy != "drops":  # only the drops rule can leave a row to the caller
                 assert not undecided.any(), (cfg, top_m)
             assert [s.tolist() for q, s in enumerate(sets) if not undecided[q]] == \
                 [ref[q].tolist() for q in range(40) if not undecided[q]], (cfg, top_m)
     # ranges at the very ends of the order: scores 0.9 0.5 0.4 0.1; the top-1 of target col 3 is position 0,
     # and with target col 0 and ratio 0.2 (ceiling 0.18) percent_of_positive keeps the last position only
     row = torch.tensor([[0.9, 0.5, 0.4, 0.1]])
-    for t, cfg, want in [(3, dict(strategy="top_k", k=1), [0]),
-                         (0, dict(strategy="percent_of_positive", ratio=0.2), [3])]:
-        full = dict(rule="released", consecutive_threshold=1, k=None, ratio=None) | cfg
-        sets, _, _ = kernels.mine_hard_negatives_batched(row, torch.tensor([t]), exclude=None, backend=backend, **full)
+    for t, cfg, want in [(3, MiningSpec("top_k", k=1), [0]),
+                         (0, MiningSpec("percent_of_positive", ratio=0.2), [3])]:
+        sets, _, _ = kernels.mine_hard_negatives_batched(row, torch.tensor([t]), cfg, exclude=None, backend=backend)
         assert sets[0].tolist() == want, cfg
     assert calls == []
     # scores 5 4 4 4 1, target col 0, top-2 of the others: the run of 4s (positions 1-3) crosses position 2
     sets, _, _ = kernels.mine_hard_negatives_batched(
-        torch.tensor([[5.0, 4, 4, 4, 1]]), torch.tensor([0]), strategy="top_k", rule="released",
-        consecutive_threshold=1, k=2, ratio=None, exclude=None, backend=backend)
+        torch.tensor([[5.0, 4, 4, 4, 1]]), torch.tensor([0]), MiningSpec("top_k", k=2), exclude=None, backend=backend)
     assert sets[0].tolist() == [1, 2] and len(calls) == 1
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_scale_free_rule_without_its_parameters_is_refused(backend):
     with pytest.raises(ValueError, match=r"^rule 'scale_free' needs scale_free=\(half_width, eps\)$"):
-        kernels.mine_hard_negatives_batched(torch.tensor([[0.9, 0.5, 0.4, 0.1]]), torch.tensor([0]), strategy="drops",
-                                            rule="scale_free", consecutive_threshold=1, k=None, ratio=None,
-                                            exclude=None, backend=backend)
+        kernels.mine_hard_negatives_batched(torch.tensor([[0.9, 0.5, 0.4, 0.1]]), torch.tensor([0]),
+                                            MiningSpec("drops", rule="scale_free"), exclude=None, backend=backend)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_no_queries_give_empty_bool_flags(backend):
     sets, fallback, undecided = kernels.mine_hard_negatives_batched(
-        torch.zeros(0, 6), torch.zeros(0, dtype=torch.long), strategy="drops", rule="released",
-        consecutive_threshold=1, k=None, ratio=None, exclude=None, backend=backend)
+        torch.zeros(0, 6), torch.zeros(0, dtype=torch.long), MiningSpec(), exclude=None, backend=backend)
     assert sets == []
     for flags in (fallback, undecided):
         assert isinstance(flags, np.ndarray) and flags.dtype == bool and flags.shape == (0,)
@@ -281,10 +276,9 @@ def test_cuda_losses_exclusion_and_errors_match_cpu():
     scores = torch.randn(50, 700, generator=g)
     target = torch.randint(0, 700, (50,), generator=g)
     exclude = torch.where(torch.arange(50) % 3 == 0, -1, (target + 1) % 700)
-    for strategy in ("drops", "top_k"):
-        kw = dict(strategy=strategy, k=10 if strategy == "top_k" else None)
-        assert_same(qure.mine_hard_negatives(scores, target, exclude=exclude, impl="reference", **kw),
-                    qure.mine_hard_negatives(scores.cuda(), target.cuda(), exclude=exclude.cuda(), **kw))
+    for spec in (MiningSpec("drops"), MiningSpec("top_k", k=10)):
+        assert_same(qure.mine_hard_negatives(scores, target, spec, exclude=exclude, impl="reference"),
+                    qure.mine_hard_negatives(scores.cuda(), target.cuda(), spec, exclude=exclude.cuda()))
     bad = scores.clone()
     bad[7, 3] = float("nan")
     with pytest.raises(ValueError, match=r"^scores of query 7 contain NaN or inf"):
@@ -296,10 +290,9 @@ def test_batched_sets_are_int64_columns_and_workers_must_be_positive():
     the lexsort fallback alike), whatever the worker count; a worker count below 1 is refused."""
     g = torch.Generator().manual_seed(8)
     scores, target = torch.randn(9, 50, generator=g), torch.randint(0, 50, (9,), generator=g)
-    kw = dict(strategy="drops", rule="released", consecutive_threshold=1, k=None, ratio=None, exclude=None,
-              block_rows=2)
-    one = kernels.mine_hard_negatives_batched(scores, target, workers=1, **kw)
-    three = kernels.mine_hard_negatives_batched(scores, target, workers=3, **kw)
+    kw = dict(exclude=None, block_rows=2)
+    one = kernels.mine_hard_negatives_batched(scores, target, MiningSpec(), workers=1, **kw)
+    three = kernels.mine_hard_negatives_batched(scores, target, MiningSpec(), workers=3, **kw)
     assert [s.dtype for s in one[0]] == [np.dtype(np.int64)] * 9
     assert [s.tolist() for s in one[0]] == [s.tolist() for s in three[0]]
     assert one[1].tolist() == three[1].tolist() and one[2].tolist() == three[2].tolist()
@@ -309,4 +302,4 @@ def test_batched_sets_are_int64_columns_and_workers_must_be_positive():
         assert got.dtype == np.int64 and got.tolist() == [1, 3, 2]
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match=rf"^workers must be an int >= 1 or None; got {bad!r}$"):
-            kernels.mine_hard_negatives_batched(scores, target, workers=bad, **kw)
+            kernels.mine_hard_negatives_batched(scores, target, MiningSpec(), workers=bad, **kw)

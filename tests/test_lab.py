@@ -8,6 +8,10 @@ import pytest
 from qurelib import anatomy
 from qurelib.study import lab, plots
 
+# the sweep's rules with the lab's k = 20 and ratio = 0.95
+LAB_SPECS = ("drops", "drops-paper", "drops-w0.02", "drops-w0.05", "drops-scale_free", "top_k-k20",
+             "after_target_top_k-k20", "percent_of_positive-k20-r0.95")
+
 
 def test_lab_curve_takes_shape_fields_and_the_defaults_are_curve_shapes():
     curve = lab.lab_curve(seed=2, n_positives=3, n_near=8, n_bulk=100, cliff_ratio=50.0)
@@ -22,14 +26,16 @@ def test_rule_counts_on_a_plain_curve():
     """r = 1000: the cliffs beat every other gap, so every drop rule whose window holds the tier
     mines exactly the tier; top-k takes the 4 other positives, after-target top-k the 3 below."""
     curve = lab.lab_curve(seed=0, cliff_ratio=1000.0)
-    sets = lab.mine_curve(curve, anatomy.SWEEP_RULES, k=20, ratio=0.95)
+    sets = lab.mine_curve(curve, LAB_SPECS)
+    assert list(sets) == list(LAB_SPECS)  # keyed by the specs' texts
     counts = lab.rule_counts(curve, sets)
-    for spec in ("drops/released", "drops/paper", "drops/released@0.05"):
+    for spec in ("drops", "drops-paper", "drops-w0.05"):
         assert counts[spec] == {"size": 30, "near": 30, "fn": 0, "bulk": 0, "tail": 0, "first_rank": 5,
                                 "last_rank": 34, "is_tier": True}
-    assert (counts["top_k"]["fn"], counts["top_k"]["first_rank"]) == (4, 0)
-    assert (counts["after_target_top_k"]["fn"], counts["after_target_top_k"]["first_rank"]) == (3, 2)
-    assert counts["percent_of_positive"] == {**counts["percent_of_positive"], "near": 20, "fn": 0, "size": 20}
+    assert (counts["top_k-k20"]["fn"], counts["top_k-k20"]["first_rank"]) == (4, 0)
+    assert (counts["after_target_top_k-k20"]["fn"], counts["after_target_top_k-k20"]["first_rank"]) == (3, 2)
+    pop = counts["percent_of_positive-k20-r0.95"]
+    assert pop == {**pop, "near": 20, "fn": 0, "size": 20}
     for c in counts.values():  # every member is counted once
         assert c["size"] == c["near"] + c["fn"] + c["bulk"] + c["tail"]
 
@@ -43,7 +49,7 @@ def test_rule_counts_of_an_empty_set():
 
 def test_counts_table_and_caption():
     curve = lab.lab_curve(seed=0, cliff_ratio=1000.0)
-    counts = lab.rule_counts(curve, lab.mine_curve(curve, ["drops/released", "top_k"], k=20, ratio=0.95))
+    counts = lab.rule_counts(curve, lab.mine_curve(curve, ["drops", "top_k-k20"]))
     table = lab.counts_table(counts)
     assert [row["rule"] for row in table] == ["drops, released", "top-k"]
     assert table[0]["ranks"] == "5–34" and table[1]["false negatives"] == 4
@@ -53,19 +59,18 @@ def test_counts_table_and_caption():
 
 
 def test_the_lab_figure_and_its_rows():
-    fig, table, counts, curve = lab.lab_figure(["drops/released", "top_k"], k=20, ratio=0.95, seed=1,
-                                               n_bulk=200, n_tail=5)
+    fig, table, counts, curve = lab.lab_figure(["drops", "top_k-k20"], seed=1, n_bulk=200, n_tail=5)
     assert len(table) == len(curve["scores"]) == 5 + 30 + 200 + 5
     assert [row["rank"] for row in table] == list(range(len(table)))
-    assert sum(row["in H: top_k"] for row in table) == counts["top_k"]["size"] == 20
-    assert sum(row["tier"] == 0 and row["in H: top_k"] for row in table) == counts["top_k"]["fn"]
+    assert sum(row["in H: top_k-k20"] for row in table) == counts["top_k-k20"]["size"] == 20
+    assert sum(row["tier"] == 0 and row["in H: top_k-k20"] for row in table) == counts["top_k-k20"]["fn"]
     assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def rows():
     shapes = {"a": anatomy.CurveShape(n_bulk=100), "b": anatomy.CurveShape(n_bulk=100, n_near=5)}
-    return anatomy.smoothness_sweep(shapes, cliff_ratios=(2.0, 20.0, 2000.0), specs=("drops/released", "top_k"),
+    return anatomy.smoothness_sweep(shapes, cliff_ratios=(2.0, 20.0, 2000.0), specs=("drops", "top_k-k20"),
                                     curves=3, seed=0)
 
 
@@ -93,7 +98,7 @@ def test_the_sweep_figure(rows):
 
 def test_drop_explorer_redraws_in_place():
     pytest.importorskip("ipywidgets")
-    panel = lab.drop_explorer(("drops/released", "top_k"), k=20, ratio=0.95)
+    panel = lab.drop_explorer(("drops", "top_k-k20"))
     (left, right), caption, image, table, errors = panel.children[0].children, *panel.children[1:]
     sliders = {s.description: s for s in (*left.children, *right.children)}
     start = lab.shape_defaults()

@@ -15,20 +15,21 @@ import torch
 import mining_oracle as oracle
 from fastpath import mine_fast
 from qurelib import qure
+from qurelib.qure import MiningSpec
 
 CONFIGS = [
-    dict(strategy="drops", rule="released"),
-    dict(strategy="drops", rule="released", consecutive_threshold=0),
-    dict(strategy="drops", rule="released", consecutive_threshold=3),
-    dict(strategy="drops", rule="paper"),
-    dict(strategy="all"),
-    dict(strategy="top_k", k=1),
-    dict(strategy="top_k", k=5),
-    dict(strategy="after_target_top_k", k=1),
-    dict(strategy="after_target_top_k", k=4),
-    dict(strategy="percent_of_positive", ratio=0.5, k=3),
-    dict(strategy="percent_of_positive", ratio=0.95),
-    dict(strategy="percent_of_positive", ratio=1.0, k=6),
+    MiningSpec("drops", rule="released"),
+    MiningSpec("drops", rule="released", consecutive_threshold=0),
+    MiningSpec("drops", rule="released", consecutive_threshold=3),
+    MiningSpec("drops", rule="paper"),
+    MiningSpec("all"),
+    MiningSpec("top_k", k=1),
+    MiningSpec("top_k", k=5),
+    MiningSpec("after_target_top_k", k=1),
+    MiningSpec("after_target_top_k", k=4),
+    MiningSpec("percent_of_positive", ratio=0.5, k=3),
+    MiningSpec("percent_of_positive", ratio=0.95),
+    MiningSpec("percent_of_positive", ratio=1.0, k=6),
 ]
 
 
@@ -88,31 +89,32 @@ def settled_rows(scores, target, exclude=None, *, top_m=8, **cfg) -> list[bool]:
 
 
 def check_against_oracle(scores, target, exclude=None, *, group, min_share=0.0, configs=CONFIGS):
-    """Every impl equals the oracle; returns nothing. With the default top-m the fast path must
+    """Every impl equals the oracle for every spec of `configs` (MiningSpecs or their texts);
+    returns nothing. With the default top-m the fast path must
     decide every row the oracle says the top-m settles, and at least `min_share` of all rows (a
     property of the rows, not of the kernel: 1.0 for hand-built rows the top-m settles, 0.95 for
     realistic curves, the claim that the default top-m suffices in practice); with top-m = N it
     must decide all of them."""
     n = scores.shape[1]
-    for cfg in configs:
-        full = dict(rule="released", consecutive_threshold=1, k=None, ratio=None) | cfg
+    for cfg in map(MiningSpec.parse, configs):
+        full = oracle.spec_kwargs(cfg)
         want_sets, want_flags = oracle.mine(scores, target, exclude=exclude, **full)
-        ref = qure.mine_hard_negatives(scores, target, exclude=exclude, impl="reference", **cfg)
+        ref = qure.mine_hard_negatives(scores, target, cfg, exclude=exclude, impl="reference")
         _assert_equal(f"reference {cfg}", ref, want_sets, want_flags)
         settled = settled_rows(scores, target, exclude, **full)
         for backend in ("numpy", "torch"):
-            got, undecided = mine_fast(scores, target, backend=backend, exclude=exclude, record=group, **full)
+            got, undecided = mine_fast(scores, target, cfg, backend=backend, exclude=exclude, record=group)
             _assert_equal(f"{backend} {cfg}", got, want_sets, want_flags)
             missed = [q for q in range(len(got)) if undecided[q] and settled[q]]
             assert not missed, f"{backend} {cfg}: rows {missed} are settled by the top-m but left to the reference"
             assert undecided.sum() <= (1 - min_share) * len(got), \
                 f"{backend} {cfg}: the fast path decided only {len(got) - undecided.sum()} of {len(got)} rows"
-            got, undecided = mine_fast(scores, target, backend=backend, exclude=exclude, top_m=n,
-                                       record=f"{group} (top-m = N)", **full)
+            got, undecided = mine_fast(scores, target, cfg, backend=backend, exclude=exclude, top_m=n,
+                                       record=f"{group} (top-m = N)")
             _assert_equal(f"{backend} top-m=N {cfg}", got, want_sets, want_flags)
             assert not undecided.any(), f"{backend} {cfg}: {undecided.sum()} rows left to the reference with top-m = N"
-            if cfg["strategy"] == "drops":  # the smallest top-m that can still find a pair
-                got, _ = mine_fast(scores, target, backend=backend, exclude=exclude, top_m=2, **full)
+            if cfg.strategy == "drops":  # the smallest top-m that can still find a pair
+                got, _ = mine_fast(scores, target, cfg, backend=backend, exclude=exclude, top_m=2)
                 _assert_equal(f"{backend} top-m=2 {cfg}", got, want_sets, want_flags)
 
 
@@ -210,7 +212,7 @@ def test_a_tie_at_the_mth_steepest_drop_goes_to_the_reference():
     rows = [_tied_mth_drop_row(ties) for ties in ((0, 5), (2, 7), (1, 3, 9), (4, 10), (0, 1, 2, 3), (6, 8))]
     scores = torch.tensor(rows, dtype=torch.float32)
     check_against_oracle(scores, torch.zeros(len(rows), dtype=torch.long), group="tie at the m-th drop",
-                         configs=[dict(strategy="drops", rule="released"), dict(strategy="drops", rule="paper")])
+                         configs=["drops", "drops-paper"])
     for backend in ("numpy", "torch"):  # released: the walk reaches the tied drop, so none is decided
         _, undecided = mine_fast(scores, torch.zeros(len(rows), dtype=torch.long), backend=backend)
         assert undecided.all()
@@ -223,8 +225,8 @@ def test_integer_scores_that_force_the_slow_path():
     scores = torch.randint(0, 40, (48, 200), generator=g).float()
     target = torch.randint(0, 200, (48,), generator=g)
     check_against_oracle(scores, target, group="integer scores", configs=CONFIGS[:4] + [
-        dict(strategy="top_k", k=80), dict(strategy="after_target_top_k", k=70),
-        dict(strategy="percent_of_positive", ratio=0.6, k=90)])  # long sets: many ties inside
+        MiningSpec("top_k", k=80), MiningSpec("after_target_top_k", k=70),
+        MiningSpec("percent_of_positive", ratio=0.6, k=90)])  # long sets: many ties inside
 
 
 def test_top_m_equal_to_the_number_of_tail_drops_decides_every_row():
@@ -240,7 +242,7 @@ def test_top_m_equal_to_the_number_of_tail_drops_decides_every_row():
         want_sets, want_flags = oracle.mine(scores, target, strategy="drops", rule=rule)
         assert not all(want_flags) and (any(want_flags) or rule == "paper")
         for backend in ("numpy", "torch"):
-            got, undecided = mine_fast(scores, target, backend=backend, top_m=n - 2, rule=rule)
+            got, undecided = mine_fast(scores, target, MiningSpec(rule=rule), backend=backend, top_m=n - 2)
             _assert_equal(f"{backend} {rule}", got, want_sets, want_flags)
             assert not undecided.any()
 
@@ -250,7 +252,7 @@ def test_realistic_curves_are_decided_by_the_fast_path():
 
     scores, target = synthetic_scores(64, 600, seed=1)
     check_against_oracle(scores, target, group="realistic curves", min_share=0.95,
-                         configs=[c for c in CONFIGS if c["strategy"] == "drops"])
+                         configs=[c for c in CONFIGS if c.strategy == "drops"])
 
 
 def test_default_block_and_thread_dispatch_match_the_oracle():
@@ -259,8 +261,8 @@ def test_default_block_and_thread_dispatch_match_the_oracle():
     scores = (torch.randn(150, 60, generator=g) * 4).round() / 4
     target = torch.randint(0, 60, (150,), generator=g)
     for cfg in CONFIGS[:4]:
-        want_sets, want_flags = oracle.mine(scores, target, **(dict(consecutive_threshold=1) | cfg))
-        _assert_equal(f"fast {cfg}", qure.mine_hard_negatives(scores, target, **cfg), want_sets, want_flags)
+        want_sets, want_flags = oracle.mine(scores, target, **oracle.spec_kwargs(cfg))
+        _assert_equal(f"fast {cfg}", qure.mine_hard_negatives(scores, target, cfg), want_sets, want_flags)
 
 
 @pytest.mark.parametrize("ratio", [0.33, 0.9, 0.95, 0.99])
@@ -277,8 +279,8 @@ def test_percent_of_positive_ceiling_at_float32_resolution(ratio):
         rows.append([float(s_t), *map(float, near), -1e3])
     scores = torch.tensor(rows, dtype=torch.float32)
     check_against_oracle(scores, torch.zeros(len(rows), dtype=torch.long), group="ceiling",
-                         configs=[dict(strategy="percent_of_positive", ratio=ratio),
-                                  dict(strategy="percent_of_positive", ratio=ratio, k=2)])
+                         configs=[MiningSpec("percent_of_positive", ratio=ratio),
+                                  MiningSpec("percent_of_positive", ratio=ratio, k=2)])
 
 
 def test_top_k_ranges_ending_at_a_target_tied_with_its_neighbours():
@@ -290,6 +292,6 @@ def test_top_k_ranges_ending_at_a_target_tied_with_its_neighbours():
             rows.append(row)
             targets.append(target)
     scores = torch.tensor(rows, dtype=torch.float32)
-    configs = [dict(strategy=s, k=k) for s in ("top_k", "after_target_top_k") for k in range(1, 7)]
-    configs += [dict(strategy="percent_of_positive", ratio=1.0, k=k) for k in (1, 2, 3)]
+    configs = [MiningSpec(s, k=k) for s in ("top_k", "after_target_top_k") for k in range(1, 7)]
+    configs += [MiningSpec("percent_of_positive", ratio=1.0, k=k) for k in (1, 2, 3)]
     check_against_oracle(scores, torch.tensor(targets), group="target tied at the k-th place", configs=configs)

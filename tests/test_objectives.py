@@ -239,11 +239,11 @@ def test_in_batch_hard_adds_each_querys_own_negatives():
 
 
 # --- auxiliary positives ----------------------------------------------------------------------------------
-def aux_of(row, target, **kw):
+def aux_of(row, target, spec=qure.MiningSpec(), exclude=None):
     scores = torch.tensor([row], dtype=torch.float32)
-    sets = qure.mine_hard_negatives(scores, torch.tensor([target]), impl="reference", **kw)
+    sets = qure.mine_hard_negatives(scores, torch.tensor([target]), spec, exclude=exclude, impl="reference")
     out = [obj.auxiliary_positive_sets(scores, torch.tensor([target]), sets, impl=impl,
-                                       exclude=kw.get("exclude"))[0].tolist() for impl in ("fast", "reference")]
+                                       exclude=exclude)[0].tolist() for impl in ("fast", "reference")]
     assert out[0] == out[1]
     return out[0], sets[0].tolist()
 
@@ -273,11 +273,11 @@ def test_aux_ties_follow_the_ranking_by_column():
 
 def test_aux_sets_are_empty_for_fallbacks_and_sets_above_the_target():
     assert aux_of([100, 90, 80], 0) == ([], [1, 2])  # one drop: fallback, H = the whole tail
-    assert aux_of([0, 100, 90], 1, rule="paper") == ([], [2, 0])
+    assert aux_of([0, 100, 90], 1, "drops-paper") == ([], [2, 0])
     assert aux_of([0, 1, 2, 3], 0) == ([], [3, 2, 1])  # target last: every other image
-    assert aux_of(CURVE, 3, strategy="all")[0] == []
-    assert aux_of(CURVE, 3, strategy="top_k", k=2)[0] == []
-    assert aux_of(CURVE, 0, strategy="after_target_top_k", k=2)[0] == []
+    assert aux_of(CURVE, 3, qure.MiningSpec("all"))[0] == []
+    assert aux_of(CURVE, 3, qure.MiningSpec("top_k", k=2))[0] == []
+    assert aux_of(CURVE, 0, qure.MiningSpec("after_target_top_k", k=2))[0] == []
 
 
 def test_aux_sets_leave_out_the_excluded_column():
@@ -294,18 +294,17 @@ def random_curves(seed: int, q: int, n: int, ties: bool) -> tuple[torch.Tensor, 
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("ties", [False, True])
-@pytest.mark.parametrize("mining", [{}, {"rule": "paper"}, {"rule": "scale_free"}, {"window": 8},
-                                    {"strategy": "percent_of_positive", "ratio": 0.9}])
+@pytest.mark.parametrize("mining", ["drops", "drops-paper", "drops-scale_free", "drops-w8", "percent_of_positive-r0.9"])
 def test_aux_fast_path_matches_the_reference_on_random_curves(seed, ties, mining):
     scores, target = random_curves(seed, 23, 40, ties)
     exclude = torch.where(torch.arange(23) % 3 == 0, (target + 1) % 40, -1)
-    sets = qure.mine_hard_negatives(scores, target, exclude=exclude, **mining)
+    sets = qure.mine_hard_negatives(scores, target, mining, exclude=exclude)
     reference = obj.auxiliary_positive_sets(scores, target, sets, exclude=exclude, impl="reference")
     for block_rows in (1, 5, 256):
         fast = obj.auxiliary_positive_sets(scores, target, sets, exclude=exclude, block_rows=block_rows)
         assert torch.equal(fast.indptr, reference.indptr) and torch.equal(fast.indices, reference.indices)
         assert torch.equal(fast.fallback, sets.fallback)
-    if not mining:  # drops: the tail is the auxiliary set, then H, then the easy negatives
+    if mining == "drops":  # drops: the tail is the auxiliary set, then H, then the easy negatives
         for q in range(23):
             order = [c for c in sorted(range(40), key=lambda c: (-float(scores[q, c]), c)) if c != int(exclude[q])]
             tail = order[order.index(int(target[q])) + 1:]

@@ -180,7 +180,7 @@ def test_a_run_with_m_negatives_and_auxiliary_positives_resumes_exactly(world, w
 
     _, splits, _, cache, _ = world
     config = T.TrainConfig(**BASE, loss="aux_positive_weighted", negatives=3, aux_positives=2,
-                           aux_weighting="score", window=0.2)
+                           aux_weighting="score", mining="drops-w0.2")
     whole = T.train(load_model("tiny", device="cpu"), splits, config, tmp_path / "whole", image_cache=cache,
                     init_from=warmup)
     T.train(load_model("tiny", device="cpu"), splits, config, tmp_path / "cut", image_cache=cache,
@@ -231,7 +231,8 @@ def test_aux_sets_are_recorded_as_cache_rows_between_target_and_h(world):
     """mine_with_aux: the auxiliary positives of every query are cache rows of its own split, never
     its target, and never a member of its H; weights align with them."""
     _, splits, model, cache, data = world
-    config = T.TrainConfig(progress=False, device="cpu", loss="aux_positive", aux_positives=1, window=0.2)
+    config = T.TrainConfig(progress=False, device="cpu", loss="aux_positive", aux_positives=1,
+                           mining=T.MiningSpec(window=0.2))
     sets, (aux, weights), stats = T.mine_with_aux(model, data, cache, config, epoch=1, aux=True)
     assert len(aux) == len(data) and weights.shape == aux.indices.shape and bool((weights == 1).all())
     for q in range(0, len(data), 7):

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import mining_oracle as oracle
 from fastpath import mine_fast
 from qurelib import kernels, qure
+from qurelib.qure import MiningSpec
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -91,8 +92,9 @@ def test_drops_invariants_and_parity(inputs, rule, thr):
     excl = torch.tensor(exclude)
     cfg = dict(strategy="drops", rule=rule, consecutive_threshold=thr)
     want_sets, want_flags = oracle.mine(scores, targets, exclude=exclude, **cfg)
-    ref = qure.mine_hard_negatives(scores, torch.tensor(targets), exclude=excl, impl="reference", **cfg)
-    fast = qure.mine_hard_negatives(scores, torch.tensor(targets), exclude=excl, block_rows=2, **cfg)
+    spec = oracle.spec_for(**cfg)
+    ref = qure.mine_hard_negatives(scores, torch.tensor(targets), spec, exclude=excl, impl="reference")
+    fast = qure.mine_hard_negatives(scores, torch.tensor(targets), spec, exclude=excl, block_rows=2)
     event(f"{rule}: a row falls back" if any(want_flags) else f"{rule}: no fallback")
     event("exclude used" if any(e >= 0 for e in exclude) else "no exclude")
     for q in range(len(targets)):
@@ -101,8 +103,8 @@ def test_drops_invariants_and_parity(inputs, rule, thr):
         assert (members, flag) == (want_sets[q], want_flags[q]), "reference != oracle"
         assert (fast[q].tolist(), bool(fast.fallback[q])) == (want_sets[q], want_flags[q]), "fast != oracle"
     for backend in ("numpy", "torch"):
-        got, undecided = mine_fast(scores, torch.tensor(targets), backend=backend, exclude=excl, top_m=n,
-                                   record="hypothesis (top-m = N)", k=None, ratio=None, **cfg)
+        got, undecided = mine_fast(scores, torch.tensor(targets), spec, backend=backend, exclude=excl, top_m=n,
+                                   record="hypothesis (top-m = N)")
         assert not undecided.any()
         assert [got[q].tolist() for q in range(len(got))] == want_sets, backend
         assert got.fallback.tolist() == want_flags, backend
@@ -117,7 +119,8 @@ def test_windowed_and_scale_free_drops_parity(inputs, rule, thr, window):
     n, excl = scores.shape[1], torch.tensor(exclude)
     cfg = dict(strategy="drops", rule=rule, consecutive_threshold=thr, window=window)
     want_sets, want_flags = oracle.mine(scores, targets, exclude=exclude, **cfg)
-    ref = qure.mine_hard_negatives(scores, torch.tensor(targets), exclude=excl, impl="reference", **cfg)
+    spec = oracle.spec_for(**cfg)
+    ref = qure.mine_hard_negatives(scores, torch.tensor(targets), spec, exclude=excl, impl="reference")
     width = oracle.window_items(window, n)
     for q in range(len(targets)):
         order = oracle.ranking(scores[q].tolist(), exclude[q])
@@ -126,8 +129,8 @@ def test_windowed_and_scale_free_drops_parity(inputs, rule, thr, window):
         if not want_flags[q] and width is not None:
             assert set(want_sets[q]) <= set(tail[:width]), "H outside the window"
     for backend in ("numpy", "torch"):
-        got, undecided = mine_fast(scores, torch.tensor(targets), backend=backend, exclude=excl, top_m=n,
-                                   record="hypothesis window/scale_free (top-m = N)", k=None, ratio=None, **cfg)
+        got, undecided = mine_fast(scores, torch.tensor(targets), spec, backend=backend, exclude=excl, top_m=n,
+                                   record="hypothesis window/scale_free (top-m = N)")
         assert not undecided.any()
         assert [got[q].tolist() for q in range(len(got))] == want_sets, backend
         assert got.fallback.tolist() == want_flags, backend
@@ -138,9 +141,10 @@ def test_windowed_and_scale_free_drops_parity(inputs, rule, thr, window):
 def test_released_rule_with_threshold_zero_is_the_paper_rule(inputs):
     # b - a > 0 holds for any two distinct positions, so the walk stops at (1st, 2nd).
     scores, targets, exclude = inputs
-    kw = dict(exclude=torch.tensor(exclude), strategy="drops")
-    a = qure.mine_hard_negatives(scores, torch.tensor(targets), rule="released", consecutive_threshold=0, **kw)
-    b = qure.mine_hard_negatives(scores, torch.tensor(targets), rule="paper", **kw)
+    kw = dict(exclude=torch.tensor(exclude))
+    a = qure.mine_hard_negatives(scores, torch.tensor(targets), MiningSpec(rule="released", consecutive_threshold=0),
+                                 **kw)
+    b = qure.mine_hard_negatives(scores, torch.tensor(targets), MiningSpec(rule="paper"), **kw)
     assert [a[q].tolist() for q in range(len(a))] == [b[q].tolist() for q in range(len(b))]
     assert a.fallback.tolist() == b.fallback.tolist()
 
@@ -155,11 +159,11 @@ def test_other_strategies_invariants_and_parity(inputs, k, ratio, k_pos):
                 dict(strategy="percent_of_positive", ratio=ratio, k=k_pos)):
         want_sets, want_flags = oracle.mine(scores, targets, exclude=exclude, **cfg)
         assert not any(want_flags)
-        impls = {"reference": qure.mine_hard_negatives(scores, torch.tensor(targets), exclude=excl,
-                                                       impl="reference", **cfg)}
-        full = dict(rule="released", consecutive_threshold=1, k=None, ratio=None) | cfg
+        spec = oracle.spec_for(**cfg)
+        impls = {"reference": qure.mine_hard_negatives(scores, torch.tensor(targets), spec, exclude=excl,
+                                                       impl="reference")}
         for backend in ("numpy", "torch"):
-            impls[backend], _ = mine_fast(scores, torch.tensor(targets), backend=backend, exclude=excl, **full)
+            impls[backend], _ = mine_fast(scores, torch.tensor(targets), spec, backend=backend, exclude=excl)
         for q, target in enumerate(targets):
             values = scores[q].tolist()
             order = oracle.ranking(values, exclude[q])

@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from qurelib import qure
+from qurelib.qure import MiningSpec
 
 
-def mine(row, target, **kw):
+def mine(row, target, spec=MiningSpec(), **kw):
+    """One row's set and fallback flag; spec: a MiningSpec or its text."""
     scores = torch.tensor([row], dtype=torch.float32)
-    sets = qure.mine_hard_negatives(scores, torch.tensor([target]), impl="reference", **kw)
+    sets = qure.mine_hard_negatives(scores, torch.tensor([target]), spec, impl="reference", **kw)
     return sets[0].tolist(), bool(sets.fallback[0])
 
 
@@ -23,24 +25,25 @@ ADJACENT = [100, 90, 80, 40, 10, 5, 0]
 
 def test_released_rule_skips_adjacent_steepest_pair():
     # (1st, 2nd) = positions (1, 2): adjacent -> next pair (2nd, 3rd) = (2, 0): H = tail[1..2] = cols 2, 3.
-    assert mine(ADJACENT, 0, rule="released") == ([2, 3], False)
+    assert mine(ADJACENT, 0, "drops") == ([2, 3], False)
 
 
 def test_paper_rule_takes_two_steepest_even_adjacent():
     # a, b = 1, 2 -> H = tail[2..2] = col 3 (score 40).
-    assert mine(ADJACENT, 0, rule="paper") == ([3], False)
+    assert mine(ADJACENT, 0, "drops-paper") == ([3], False)
 
 
 def test_released_rule_with_larger_threshold():
     # threshold 2: pairs (1,2) d=1, (0,2) d=2, (0,3) [3rd=0, 4th=3] d=3 -> H = tail[1..3] = cols 2, 3, 4.
-    assert mine(ADJACENT, 0, rule="released", consecutive_threshold=2) == ([2, 3, 4], False)
+    assert mine(ADJACENT, 0, MiningSpec(rule="released", consecutive_threshold=2)) == ([2, 3, 4], False)
+    assert mine(ADJACENT, 0, "drops-c2") == ([2, 3, 4], False)
 
 
 def test_both_rules_agree_on_separated_drops():
     # Tail: 95 90 60 55 50 10 5 -> drops 5 30 5 5 40 5; steepest 4 then 1 -> H = tail[2..4].
     row = [100, 95, 90, 60, 55, 50, 10, 5]
-    for rule in ("released", "paper"):
-        assert mine(row, 0, rule=rule) == ([3, 4, 5], False)
+    for spec in ("drops", "drops-paper"):
+        assert mine(row, 0, spec) == ([3, 4, 5], False)
 
 
 def test_target_in_the_middle_ignores_images_above_it():
@@ -55,8 +58,8 @@ def test_equal_drops_break_toward_earlier_position():
     # paper: two steepest = positions 0, 1 -> H = tail[1..1] = col 2.
     # released: (0, 1) adjacent, (1, 2) adjacent -> fallback: the whole tail.
     row = [100, 80, 60, 40, 20]
-    assert mine(row, 0, rule="paper") == ([2], False)
-    assert mine(row, 0, rule="released") == ([1, 2, 3, 4], True)
+    assert mine(row, 0, "drops-paper") == ([2], False)
+    assert mine(row, 0, "drops") == ([1, 2, 3, 4], True)
 
 
 def test_score_ties_rank_by_column():
@@ -72,30 +75,36 @@ def test_score_ties_rank_by_column():
     ([3, 1], 0, [1]),  # N = 2
 ])
 def test_fallbacks_are_flagged(row, target, expected):
-    for rule in ("released", "paper"):
-        assert mine(row, target, rule=rule) == (expected, True)
+    for spec in (MiningSpec(rule="released"), MiningSpec(rule="paper")):
+        assert mine(row, target, spec) == (expected, True)
 
 
 def test_other_strategies():
     row = [100, 90, 80, 40, 10, 5, 0]
-    assert mine(row, 2, strategy="all")[0] == [0, 1, 3, 4, 5, 6]
-    assert mine(row, 2, strategy="top_k", k=3)[0] == [0, 1, 3]
-    assert mine(row, 2, strategy="after_target_top_k", k=2)[0] == [3, 4]
+    assert mine(row, 2, MiningSpec("all"))[0] == [0, 1, 3, 4, 5, 6]
+    assert mine(row, 2, MiningSpec("top_k", k=3))[0] == [0, 1, 3]
+    assert mine(row, 2, MiningSpec("after_target_top_k", k=2))[0] == [3, 4]
     # ceiling 0.5 * 80 = 40: images scoring <= 40, best first, at most k.
-    assert mine(row, 2, strategy="percent_of_positive", ratio=0.5, k=2)[0] == [3, 4]
-    assert mine(row, 2, strategy="percent_of_positive", ratio=0.5)[0] == [3, 4, 5, 6]
+    assert mine(row, 2, MiningSpec("percent_of_positive", ratio=0.5, k=2))[0] == [3, 4]
+    assert mine(row, 2, MiningSpec("percent_of_positive", ratio=0.5))[0] == [3, 4, 5, 6]
+    # the same settings as text
+    assert mine(row, 2, "all")[0] == [0, 1, 3, 4, 5, 6]
+    assert mine(row, 2, "top_k-k3")[0] == [0, 1, 3]
+    assert mine(row, 2, "after_target_top_k-k2")[0] == [3, 4]
+    assert mine(row, 2, "percent_of_positive-k2-r0.5")[0] == [3, 4]
+    assert mine(row, 2, "percent_of_positive-r0.5")[0] == [3, 4, 5, 6]
 
 
 def test_percent_of_positive_with_negative_target_score_stays_below_target():
     row = [-0.1, -0.2, -0.5, -0.9]
-    got, _ = mine(row, 1, strategy="percent_of_positive", ratio=0.5)
+    got, _ = mine(row, 1, MiningSpec("percent_of_positive", ratio=0.5))
     assert got == [2, 3]  # ceiling = -0.2 - 0.5 * 0.2 = -0.3
 
 
 def test_exclude_removes_a_column_from_the_ranking():
     row = [100, 90, 80, 40, 10, 5, 0]
-    assert mine(row, 0, rule="paper", exclude=torch.tensor([3]))[0] != mine(row, 0, rule="paper")[0]
-    got, _ = mine(row, 0, strategy="all", exclude=torch.tensor([3]))
+    assert mine(row, 0, "drops-paper", exclude=torch.tensor([3]))[0] != mine(row, 0, "drops-paper")[0]
+    got, _ = mine(row, 0, "all", exclude=torch.tensor([3]))
     assert 3 not in got and 0 not in got and len(got) == 5
 
 
@@ -112,12 +121,23 @@ def test_bad_arguments_raise_clear_errors():
     scores = torch.randn(2, 5)
     with pytest.raises(ValueError, match="query 1"):
         qure.mine_hard_negatives(scores, torch.tensor([0, 7]))
+    # the settings are a MiningSpec, which refuses bad ones itself; a text is parsed and refused alike
     with pytest.raises(ValueError, match="unknown strategy"):
-        qure.mine_hard_negatives(scores, torch.tensor([0, 1]), strategy="topk")
+        MiningSpec("topk")
+    with pytest.raises(ValueError, match="unknown strategy"):
+        qure.mine_hard_negatives(scores, torch.tensor([0, 1]), "topk")
+    with pytest.raises(ValueError, match="^mining spec: unknown strategy 'bogus'"):
+        qure.mine_hard_negatives(scores, torch.tensor([0, 1]), "bogus")
     with pytest.raises(ValueError, match="needs k"):
-        qure.mine_hard_negatives(scores, torch.tensor([0, 1]), strategy="top_k")
+        MiningSpec("top_k")
+    with pytest.raises(ValueError, match="needs k"):
+        qure.mine_hard_negatives(scores, torch.tensor([0, 1]), "top_k")
     with pytest.raises(ValueError, match="ratio"):
-        qure.mine_hard_negatives(scores, torch.tensor([0, 1]), strategy="percent_of_positive", ratio=1.5)
+        MiningSpec("percent_of_positive", ratio=1.5)
+    with pytest.raises(ValueError, match="ratio"):
+        qure.mine_hard_negatives(scores, torch.tensor([0, 1]), "percent_of_positive-r1.5")
+    with pytest.raises((ValueError, TypeError), match="mining spec"):  # neither a spec nor its text
+        qure.mine_hard_negatives(scores, torch.tensor([0, 1]), 5)
     with pytest.raises(ValueError, match="exclude equals the target"):
         qure.mine_hard_negatives(scores, torch.tensor([0, 1]), exclude=torch.tensor([2, 1]))
 
@@ -214,7 +234,7 @@ def test_fill_empty_sets_gives_every_other_image_in_score_order_and_flags_it():
     scores = torch.tensor([[0.1, 0.9, 0.5, 0.3], [0.9, 0.2, 0.5, 0.1]])
     target = torch.tensor([0, 1])
     # after-target top-k: query 0's target is ranked last (empty); query 1's tail is 3
-    sets = qure.mine_hard_negatives(scores, target, strategy="after_target_top_k", k=2)
+    sets = qure.mine_hard_negatives(scores, target, MiningSpec("after_target_top_k", k=2))
     assert sets.sizes.tolist() == [0, 1]
     from qurelib.audit import score_ranks
 
@@ -268,10 +288,14 @@ def test_mining_arguments_are_checked_with_exact_messages():
     for bad in (-2, 5):
         fails(f"exclude index {bad} of query 1 is outside the corpus (N=5; -1 = none)", scores, t,
               exclude=torch.tensor([-1, bad]))
-    fails("unknown rule 'steep'; expected one of ('released', 'paper', 'scale_free')", scores, t, rule="steep")
-    fails("strategy 'after_target_top_k' needs k >= 1; got k=None", scores, t, strategy="after_target_top_k")
-    fails("strategy 'percent_of_positive' needs 0 < ratio <= 1; got ratio=0.0", scores, t,
-          strategy="percent_of_positive", ratio=0.0)
+    # the mining settings: MiningSpec's messages, the text named after them
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "mining spec: unknown rule 'steep'; expected one of ('released', 'paper', 'scale_free')") + "$"):
+        MiningSpec(rule="steep")
+    fails("mining spec: strategy 'after_target_top_k' needs k >= 1; got k=None (in 'after_target_top_k')",
+          scores, t, "after_target_top_k")
+    fails("mining spec: strategy 'percent_of_positive' needs 0 < ratio <= 1; got ratio=0.0 "
+          "(in 'percent_of_positive-r0.0')", scores, t, "percent_of_positive-r0.0")
     fails("unknown impl 'gpu'; expected 'fast' or 'reference'", scores, t, impl="gpu")
 
 
@@ -304,7 +328,7 @@ def test_fill_empty_sets_removes_an_excluded_column_zero():
     # Query 0: scores 0.9 0.1 0.5 0.3, target col 1 ranked last -> its after-target set is empty;
     # col 0 is excluded (0 is a column; -1 means none) -> every other image in score order: 2, 3.
     scores, target, exclude = torch.tensor([[0.9, 0.1, 0.5, 0.3]]), torch.tensor([1]), torch.tensor([0])
-    sets = qure.mine_hard_negatives(scores, target, strategy="after_target_top_k", k=2, exclude=exclude)
+    sets = qure.mine_hard_negatives(scores, target, MiningSpec("after_target_top_k", k=2), exclude=exclude)
     assert sets.sizes.tolist() == [0]
     ranks = torch.tensor([[0, 3, 1, 2]])  # position of each column in the ranking, by hand
     filled = qure.fill_empty_sets(sets, ranks, target, exclude=exclude)
@@ -361,16 +385,23 @@ def test_mining_takes_corpus_columns_of_any_integer_dtype(dtype):
     for impl in ("reference", "fast"):
         sets = qure.mine_hard_negatives(scores, target, exclude=exclude, impl=impl)
         assert (sets[0].tolist(), sets.fallback.tolist()) == ([4], [True]), impl
-        assert qure.mine_hard_negatives(scores, target, strategy="top_k", k=300, impl=impl)[0].tolist() == [1, 3, 2, 4]
-        got = qure.mine_hard_negatives(scores, target, strategy="top_k", k=300, exclude=exclude, impl=impl)
+        assert qure.mine_hard_negatives(scores, target, "top_k-k300", impl=impl)[0].tolist() == [1, 3, 2, 4]
+        got = qure.mine_hard_negatives(scores, target, MiningSpec("top_k", k=300), exclude=exclude, impl=impl)
         assert got[0].tolist() == [1, 3, 4], impl
 
 
+@pytest.mark.parametrize("fields,message", [
+    (dict(consecutive_threshold=-1), r"^mining spec: consecutive_threshold must be an int >= 0; got -1$"),
+    (dict(consecutive_threshold=True), r"^mining spec: consecutive_threshold must be an int >= 0; got True$"),
+    (dict(strategy="top_k", k=0), r"^mining spec: k must be an int >= 1 \(or None: no cap\); got k=0$"),
+    (dict(strategy="top_k", k=True), r"^mining spec: k must be an int >= 1 \(or None: no cap\); got k=True$"),
+])
+def test_mining_setting_errors_name_the_setting_and_value(fields, message):
+    with pytest.raises(ValueError, match=message):
+        MiningSpec(**fields)
+
+
 @pytest.mark.parametrize("kw,message", [
-    (dict(consecutive_threshold=-1), r"^consecutive_threshold must be an int >= 0; got -1$"),
-    (dict(consecutive_threshold=True), r"^consecutive_threshold must be an int >= 0; got True$"),
-    (dict(strategy="top_k", k=0), r"^k must be an int >= 1 \(or None: no cap\); got k=0$"),
-    (dict(strategy="top_k", k=True), r"^k must be an int >= 1 \(or None: no cap\); got k=True$"),
     (dict(block_rows=0), r"^block_rows must be an int >= 1; got 0$"),
     (dict(block_rows=True), r"^block_rows must be an int >= 1; got True$"),
 ])
@@ -405,9 +436,9 @@ def test_every_float_dtype_is_mined_as_its_float32_values():
     for dtype in (torch.float64, torch.float16, torch.bfloat16):
         s = scores.to(dtype)
         for impl in ("fast", "reference"):
-            for cfg in ({}, dict(strategy="top_k", k=5)):
-                got = qure.mine_hard_negatives(s, target, exclude=exclude, impl=impl, **cfg)
-                want = qure.mine_hard_negatives(s.float(), target, exclude=exclude, impl="reference", **cfg)
+            for cfg in (MiningSpec(), MiningSpec("top_k", k=5)):
+                got = qure.mine_hard_negatives(s, target, cfg, exclude=exclude, impl=impl)
+                want = qure.mine_hard_negatives(s.float(), target, cfg, exclude=exclude, impl="reference")
                 assert [x.tolist() for x in got] == [x.tolist() for x in want], (dtype, impl, cfg)
                 assert got.fallback.tolist() == want.fallback.tolist()
     huge = scores.clone()
@@ -438,3 +469,18 @@ def test_impl_chooses_the_batched_path_and_passes_its_block_size(monkeypatch):
     assert calls == []
     qure.mine_hard_negatives(scores, target, block_rows=3)
     assert calls == [3]
+
+
+def test_qure_names_the_mining_settings_of_mining_spec():
+    """One definition of the settings: qure re-exports MiningSpec and its names."""
+    from qurelib import mining_spec
+
+    assert qure.MiningSpec is mining_spec.MiningSpec
+    for name in ("STRATEGIES", "RULES", "DEFAULT_STRATEGY", "DEFAULT_RULE", "DEFAULT_CONSECUTIVE_THRESHOLD"):
+        assert getattr(qure, name) == getattr(mining_spec, name), name
+    scores, target = torch.randn(4, 30, generator=torch.Generator().manual_seed(2)), torch.tensor([0, 5, 9, 29])
+    default = qure.mine_hard_negatives(scores, target)  # the default spec: QuRe as released
+    for spec in (MiningSpec(), "drops", "drops-released-c1"):
+        got = qure.mine_hard_negatives(scores, target, spec)
+        assert [s.tolist() for s in got] == [s.tolist() for s in default]
+        assert got.fallback.tolist() == default.fallback.tolist()

@@ -11,9 +11,9 @@ NB = NOTEBOOKS_DIR / "03_preference_finetune.ipynb"
 
 def test_a_value_may_start_with_a_minus():
     rest, pairs = runner.split_overrides(["in.ipynb", "out.ipynb", "-p", "lr", "-1e-4", "--params", "x.yaml",
-                                          "-p", "k", "3"])
+                                          "-p", "negatives", "3"])
     assert rest == ["in.ipynb", "out.ipynb", "--params", "x.yaml"]
-    assert pairs == [("lr", "-1e-4"), ("k", "3")]
+    assert pairs == [("lr", "-1e-4"), ("negatives", "3")]
     with pytest.raises(runner.StageError, match="needs a name and a value"):
         runner.split_overrides(["in.ipynb", "-p", "lr"])
     assert runner.stage_parameters(NB, PARAMS_DIR / "smoke.yaml", pairs)["lr"] == -1e-4
@@ -24,8 +24,8 @@ def test_a_parameter_given_twice_with_two_values_is_refused():
     trained into runs/other/ while make printed runs/smoke/'s old table."""
     with pytest.raises(runner.StageError, match="'profile' given twice.*PROFILE="):
         runner.stage_parameters(NB, PARAMS_DIR / "smoke.yaml", [("profile", "smoke"), ("profile", "other")])
-    same = runner.stage_parameters(NB, PARAMS_DIR / "smoke.yaml", [("k", "3"), ("k", "3")])
-    assert same["k"] == 3
+    same = runner.stage_parameters(NB, PARAMS_DIR / "smoke.yaml", [("negatives", "3"), ("negatives", "3")])
+    assert same["negatives"] == 3
 
 
 def test_a_runs_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
@@ -56,6 +56,6 @@ def test_an_injected_name_no_stage_declares_is_an_error_naming_it():
 
 def test_a_profile_files_other_stage_settings_are_not_typos():
     """`papermill nb.ipynb out.ipynb -f params/smoke.yaml` hands every stage's keys to each notebook."""
-    history = ["", "epochs = 3\n", "# Parameters\nepochs = 5\naudit_k = 20\nstrategy = \"top_k\"\n"]
+    history = ["", "epochs = 3\n", "# Parameters\nepochs = 5\naudit_k = 20\nmining = \"top_k-k20\"\n"]
     check_injected_parameters(history)
     check_injected_parameters(["", "epochs = 3\n"])  # run by hand: nothing injected, nothing to check

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from qurelib import study
+from qurelib.mining_spec import MiningSpec
 from qurelib.paths import PARAMS_DIR
 from qurelib.study import stages
 from qurelib.study.config import FIELDS
@@ -36,8 +37,10 @@ def test_study_config_checks_names_types_and_datasets():
 
 def test_train_config_carries_the_study_settings():
     cfg = smoke_config(epochs=9, n_def=3, batch_size=8, lr=2e-4, seed=5)
-    tc = cfg.train_config(strategy="top_k", k=7)
-    assert (tc.epochs, tc.n_def, tc.batch_size, tc.lr, tc.seed, tc.strategy, tc.k) == (9, 3, 8, 2e-4, 5, "top_k", 7)
+    tc = cfg.train_config(mining="top_k-k7")
+    assert (tc.epochs, tc.n_def, tc.batch_size, tc.lr, tc.seed, tc.mining.strategy, tc.mining.k) == \
+        (9, 3, 8, 2e-4, 5, "top_k", 7)
+    assert cfg.train_config(mining="top_k-k7") == cfg.train_config(mining=MiningSpec("top_k", k=7))
     assert tc.period == 3
 
 

@@ -25,7 +25,7 @@ WORKER = textwrap.dedent("""
     from qurelib.train import TrainConfig, train
     root, run_dir = sys.argv[1], sys.argv[2]
     config = TrainConfig(epochs=%d, n_def=3, batch_size=8, lr=1e-4, device="cpu", progress=False,
-                         eval_every=3, audit=("drops/paper", "top_k", "all"), audit_k=10)
+                         eval_every=3, audit=("drops-paper", "top_k-k10", "all"))
     train(load_model("tiny", device="cpu"), load_fashion_shapes(root, "train"), config, run_dir,
           val_splits=load_fashion_shapes(root, "val"))
 """ % EPOCHS)
@@ -74,8 +74,8 @@ def test_smoke_run_trains_remines_audits_and_evaluates(reference_run):
         for name, stats in record["mining"].items():
             assert 0.0 <= stats["fn_rate"] <= 100.0 and 0.0 <= stats["queries_with_fn"] <= 100.0
             assert stats["size_min"] >= 1
-            assert set(stats["audit"]) == {"drops/paper", "top_k", "all"}
-            assert stats["audit"]["top_k"]["size_max"] == 10
+            assert set(stats["audit"]) == {"drops-paper", "top_k-k10", "all"}  # keyed by the specs' texts
+            assert stats["audit"]["top_k-k10"]["size_max"] == 10
             # "all" holds every other image, so every query with >1 positive has a false negative
             assert stats["audit"]["all"]["queries_with_fn"] == pytest.approx(100.0)
             # the hardness audit: Fashion-Shapes knows every attribute, so the composition is known
@@ -173,14 +173,14 @@ def test_staged_warmup_then_forks_with_other_strategies(smoke_root, tmp_path):
     base = dict(epochs=3, n_def=3, batch_size=16, lr=1e-4, device="cpu", progress=False)
     warm = T.train(model, splits, T.TrainConfig(**base), tmp_path / "warmup", image_cache=cache, stop_epoch=1)
     assert [r["negatives"] for r in warm] == ["random"]
-    fork = T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**base, strategy="top_k", k=5),
+    fork = T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**base, mining="top_k-k5"),
                    tmp_path / "top_k", image_cache=cache, init_from=tmp_path / "warmup")
     assert [r["negatives"] for r in fork] == ["random", "mined", "mined"]
     assert fork[0] == warm[0]  # the shared warm-up epoch, carried over
     assert all(stats["size_max"] == 5 for stats in fork[1]["mining"].values())
     assert json.loads((tmp_path / "top_k" / "config.json").read_text())["init_from"].endswith("warmup")
     with pytest.raises(ValueError, match="first re-mining"):  # forking a run that already mined
-        T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**base, strategy="all"),
+        T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**base, mining=T.MiningSpec("all")),
                 tmp_path / "late", image_cache=cache, init_from=tmp_path / "top_k")
     with pytest.raises(ValueError, match="lr"):  # the warm-up itself must match
         T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**{**base, "lr": 2e-4}),

@@ -322,13 +322,16 @@ def test_audit_values_of_every_strategy_against_the_oracle(use_exclude):
     positives[4] = []  # a query with no known positives is left out of the FN rates
     exclude = torch.where(torch.arange(q) % 3 == 0, (target + 1) % n, -1) if use_exclude else None
     k, ratio = 4, 0.8
-    audit = A.audit_hard_negatives(scores, target, positives, k=k, ratio=ratio, exclude=exclude)
-    assert set(audit) == set(A.AUDIT)
-    settings = {"drops/released": dict(strategy="drops", rule="released"),
-                "drops/paper": dict(strategy="drops", rule="paper"),
-                "top_k": dict(strategy="top_k", k=k), "after_target_top_k": dict(strategy="after_target_top_k", k=k),
-                "percent_of_positive": dict(strategy="percent_of_positive", ratio=ratio, k=k),
+    specs = A.audit_specs(k, ratio)
+    audit = A.audit_hard_negatives(scores, target, positives, specs, exclude=exclude)
+    assert set(audit) == {str(s) for s in specs}
+    settings = {"drops": dict(strategy="drops", rule="released"),
+                "drops-paper": dict(strategy="drops", rule="paper"),
+                "top_k-k4": dict(strategy="top_k", k=k),
+                "after_target_top_k-k4": dict(strategy="after_target_top_k", k=k),
+                "percent_of_positive-k4-r0.8": dict(strategy="percent_of_positive", ratio=ratio, k=k),
                 "all": dict(strategy="all")}
+    assert set(audit) == set(settings)
     for spec, cfg in settings.items():
         sets, flags = oracle.mine(scores, target, exclude=exclude, **cfg)
         want = _stats_by_hand(sets, flags, positives)
@@ -343,7 +346,8 @@ def test_mine_splits_gives_the_oracle_sets_as_cache_rows(world):
               "shirt": replace(world.val["shirt"], queries=world.val["shirt"].queries[:15])}
     data = T.TrainData.build(splits, cache)
     assert data.texts == [q.modification_text for s in splits.values() for q in s.queries]  # both splits
-    config = T.TrainConfig(progress=False, device="cpu", exclude_reference=True, rule="paper")
+    config = T.TrainConfig(progress=False, device="cpu", mining=qure.MiningSpec(rule="paper", exclude_reference=True))
+    assert T.TrainConfig(progress=False, device="cpu", mining="drops-paper-xref") == config
     sets, stats = T.mine_splits(model, data, cache, config, epoch=1)
     for name, split in splits.items():
         query, corpus = C.encode_split(model, split, cache, progress=False)
@@ -389,11 +393,12 @@ def test_audit_threshold_passed_through_and_empty_sets():
     scores = (torch.randn(3, 150, generator=g) * 4).round() / 4
     target = torch.tensor([0, 7, 149])
     positives = [[0, 3], [7, 9], [149, 1]]
-    audit = A.audit_hard_negatives(scores, target, positives, specs=("top_k", "drops/released"),
-                                   k=100, ratio=0.5, consecutive_threshold=3)
-    assert audit["top_k"]["size_max"] == 100
+    specs = (qure.MiningSpec("top_k", k=100), qure.MiningSpec("drops", rule="released", consecutive_threshold=3))
+    audit = A.audit_hard_negatives(scores, target, positives, specs=specs)
+    assert list(audit) == ["top_k-k100", "drops-c3"]
+    assert audit["top_k-k100"]["size_max"] == 100
     sets, flags = oracle.mine(scores, target, strategy="drops", rule="released", consecutive_threshold=3)
-    assert audit["drops/released"] == pytest.approx(_stats_by_hand(sets, flags, positives))
+    assert audit["drops-c3"] == pytest.approx(_stats_by_hand(sets, flags, positives))
     default, _ = oracle.mine(scores, target, strategy="drops", rule="released")
     assert [sorted(s) for s in default] != [sorted(s) for s in sets]  # the threshold matters here
 

@@ -291,7 +291,7 @@ def check_explore(page, port, token, shots: Path, timeout_s: float, passed: list
     ok(passed, f"{name}: slider moved, curve redrawn: {before[0]!r} -> {after[0]!r}")
 
     # 2. switch the strategy
-    explorer.locator("select").first.select_option("top_k")
+    explorer.locator("select").first.select_option("top_k-k20")
     after2 = redrawn(page, caption, images.nth(1), after, "switching the strategy to top_k", shots)
     if "top_k" not in after2[0]:
         raise CheckFailed(f"{name}: the caption does not name the new strategy: {after2[0]!r}")

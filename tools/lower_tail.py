@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from qurelib import anatomy, audit, study
+from qurelib.qure import MiningSpec, mine_hard_negatives
 from qurelib.study.config import FIELDS
 
 
@@ -25,16 +26,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path(__file__).resolve().parents[1] / "params" / "default.yaml")
     ap.add_argument("--model", default="warmup_only", help="a model name of the study (load_named_model)")
-    ap.add_argument("--windows", default="50,100,200", help="drop windows to audit, comma-separated")
+    ap.add_argument("--windows", default="50,100,200",
+                    help="drop windows to audit, comma-separated (a count of images, or a fraction like 0.02)")
     args = ap.parse_args(argv)
+    specs = [MiningSpec.parse(text) for text in ["drops", "drops-paper", "drops-scale_free"] +
+             [f"drops-w{w.strip()}" for w in args.windows.split(",") if w.strip()] +
+             ["after_target_top_k-k100", "all"]]  # a bad window is named here, before anything is loaded
     base = Path(__file__).resolve().parents[1] / "params" / "smoke.yaml"  # every parameter; profiles override
     params = yaml.safe_load(base.read_text()) | (yaml.safe_load(args.params.read_text()) or {})
     cfg = study.study_config(**{k: params[k] for k in FIELDS})
     splits = study.load_splits(cfg, "train")
     model = study.load_named_model(cfg, args.model)
     scores = study.split_scores(model, splits, study.image_cache(cfg, model, progress=False), progress=False)
-    specs = ["drops/released", "drops/paper", "drops/scale_free"] + \
-        [f"drops/released@{w}" for w in args.windows.split(",") if w] + ["after_target_top_k", "all"]
     for name, split in splits.items():
         s, target = scores[name], split.target_indices()
         print(f"== {name}: {s.shape[0]} queries x {s.shape[1]} corpus images, model {args.model}")
@@ -55,10 +58,10 @@ def main(argv=None) -> int:
             corpus = audit.corpus_composition(distance, target, levels)
             print(f"{'corpus':26s} composition by distance 0..: " + " / ".join(f"{v:.1f}" for v in corpus.values()))
         for spec in specs:
-            sets = audit.mine_spec(s, target, spec, k=100, ratio=0.95)
+            sets = mine_hard_negatives(s, target, spec)
             h = audit.hardness_stats(sets, ranks, distance, levels)
             comp = "unknown" if h["composition"] is None else " / ".join(f"{v:.1f}" for v in h["composition"].values())
-            print(f"{spec:26s} |H| mean {h['size_mean']:7.1f}  rank median {h['rank_median']:.2f} "
+            print(f"{str(spec):26s} |H| mean {h['size_mean']:7.1f}  rank median {h['rank_median']:.2f} "
                   f"(p10 {h['rank_p10']:.2f}, p90 {h['rank_p90']:.2f})  composition {comp}")
     return 0
 

@@ -29,6 +29,7 @@ import torch
 from matplotlib.figure import Figure
 
 from qurelib import candidates, qure
+from qurelib.qure import MiningSpec
 from qurelib.paths import FIGURES_DIR
 
 SIZES = (10_000, 100_000, 1_000_000)  # corpus images
@@ -37,7 +38,7 @@ N_QUERIES = 500  # queries mined at every size
 TOKENS, DIM = 8, 64  # T token vectors of D dims per image (BLIP-2 has T = 32, D = 256)
 INTRINSIC = 16  # the embeddings' intrinsic dimension (None: isotropic in all D dimensions)
 QUERY_NOISE = 0.6  # a query's distance to its target image (sets the target's rank)
-MINING = dict(strategy="drops", rule="released", window=100)  # the windowed drop rule, W = 100 images
+MINING = MiningSpec(window=100)  # the windowed drop rule, W = 100 images
 DEPTH = 192  # candidate images per query at the first search (rank + W + 1 for a target ranked <= 91)
 HITS_PER_IMAGE = 0.5  # token hits searched per candidate image, per token (T = 8: 4; 1.0 guarantees DEPTH images)
 EXACT_BLOCK = 128  # queries scored at once by exact mining (a 128 x N float32 block)
@@ -108,7 +109,7 @@ def synthetic_tokens(n: int, n_queries: int, t: int = TOKENS, d: int = DIM, *, i
     return torch.nn.functional.normalize(query @ basis.T, dim=1), tokens, target
 
 
-def exact_mining(query: torch.Tensor, tokens: torch.Tensor, target: torch.Tensor, mining: dict,
+def exact_mining(query: torch.Tensor, tokens: torch.Tensor, target: torch.Tensor, mining: MiningSpec,
                  block: int = EXACT_BLOCK) -> qure.HardNegativeSets:
     """Full-corpus mining in blocks of exactly `block` queries (the last block overlaps the one
     before it, so every scoring call has the same shape): score everything, then mine."""
@@ -118,7 +119,7 @@ def exact_mining(query: torch.Tensor, tokens: torch.Tensor, target: torch.Tensor
         start = min(s, len(query) - b)
         with torch.no_grad():
             scores = qure.score_corpus(query[start:start + b], tokens)  # (b, N)
-        mined = qure.mine_hard_negatives(scores, target[start:start + b], **mining)
+        mined = qure.mine_hard_negatives(scores, target[start:start + b], mining)
         for i in range(s - start, b):
             sets[start + i], fallback[start + i] = mined[i].numpy(), bool(mined.fallback[i])
     return qure.HardNegativeSets.from_lists(sets, fallback)
@@ -141,12 +142,12 @@ def nlist_for(n_tokens: int) -> int:
 
 
 def _index_row(n: int, name: str, index: candidates.CandidateIndex, build: tuple, query, tokens, target,
-               reference, exact: dict, mining: dict, depth: int) -> dict:
+               reference, exact: dict, mining: MiningSpec, depth: int) -> dict:
     """Mine with `index` (built in `build` = (wall s, CPU s, peak GB)), time it and compare the
     sets with `reference` (exact mining's)."""
     hits = max(1, round(HITS_PER_IMAGE * tokens.shape[1]))
     (sets, report), wall, cpu, peak = _measured(lambda: candidates.mine_on_candidates(
-        query, tokens, target, index=index, depth=depth, hits_per_image=hits, **mining))
+        query, tokens, target, index=index, depth=depth, hits_per_image=hits, spec=mining))
     jaccard, identical = agreement(reference, sets)
     t = report.timings
     return {"N": n, "method": name, "params": index.search_params or "-", "build s": round(build[0], 2),
@@ -159,7 +160,7 @@ def _index_row(n: int, name: str, index: candidates.CandidateIndex, build: tuple
             "mean candidates": round(report.mean_candidates, 1), **{k: round(v, 3) for k, v in t.items()}}
 
 
-def _exact_row(n: int, query, tokens, target, mining: dict) -> tuple[dict, qure.HardNegativeSets]:
+def _exact_row(n: int, query, tokens, target, mining: MiningSpec) -> tuple[dict, qure.HardNegativeSets]:
     """Exact mining's row and sets, with the median target rank of the first 64 queries."""
     reference, wall, cpu, peak = _measured(lambda: exact_mining(query, tokens, target, mining))
     head = min(64, len(query))
@@ -173,7 +174,7 @@ def _exact_row(n: int, query, tokens, target, mining: dict) -> tuple[dict, qure.
     return row, reference
 
 
-def bench_size(n: int, n_queries: int = N_QUERIES, t: int = TOKENS, d: int = DIM, *, mining: dict = MINING,
+def bench_size(n: int, n_queries: int = N_QUERIES, t: int = TOKENS, d: int = DIM, *, mining: MiningSpec = MINING,
                depth: int = DEPTH, nprobes=NPROBES, flat: bool = True, intrinsic: int | None = INTRINSIC,
                ann: tuple | None = None, seed: int = 0) -> list[dict]:
     """Exact mining, then Flat and approximate index mining of the same queries at one corpus

@@ -67,7 +67,7 @@ class StudyConfig:
 
     def train_config(self, **stage) -> TrainConfig:
         """The TrainConfig of a stage: the study's shared settings plus the stage's own (`stage`,
-        e.g. strategy, rule, k); everything else is TrainConfig's default."""
+        e.g. mining, audit); everything else is TrainConfig's default."""
         shared = dict(epochs=self.epochs, n_def=self.n_def, batch_size=self.batch_size, lr=self.lr,
                       seed=self.seed, device=self.device)
         return TrainConfig(**{**shared, **stage})

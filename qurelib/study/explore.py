@@ -8,28 +8,27 @@ from html import escape
 
 import torch
 
-from qurelib import audit
+from qurelib.mining_spec import MiningSpec, as_spec
 from qurelib.study import plots
 from qurelib.study.display import figure_png
 from qurelib.study.stages import mine_all
 
 
-def query_figure(split, scores: torch.Tensor, query: int, spec: str, *, k: int, ratio: float = 0.95,
-                 consecutive_threshold: int = 1, top: int = 5):
+def query_figure(split, scores: torch.Tensor, query: int, spec: MiningSpec | str, *, top: int = 5):
     """One query in full: reference, text and top-ranked images, and its score curve with the H
-    that `spec` (an `audit.AUDIT` name) mines.
+    that `spec` (a `MiningSpec` or its text) mines.
 
     Args:
         split: the CIRSplit `scores` ranks; scores: (Q, N) relevance scores of its queries.
-        query: the query row; spec: the H definition; k, ratio: of the top-k / percent strategies.
+        query: the query row; spec: the H definition.
     Returns (grid figure, curve figure, curve table: one row per corpus image, `query` = the row).
     """
     if isinstance(query, bool) or not isinstance(query, int) or not 0 <= query < len(split.queries):
         raise ValueError(f"query={query!r}: expected a query row in 0..{len(split.queries) - 1} of split "
                          f"{split.name!r} (its {len(split.queries)} queries)")
     one = replace(split, queries=[split.queries[query]])
-    sets = mine_all({"s": scores[query:query + 1]}, {"s": one}, spec, k=k, ratio=ratio,
-                    consecutive_threshold=consecutive_threshold)["s"]
+    spec = as_spec(spec)
+    sets = mine_all({"s": scores[query:query + 1]}, {"s": one}, spec)["s"]
     fig_grid, _ = plots.plot_ranked_results(split, scores, [query], k=top)
     fig_curve, table = plots.plot_score_curves(scores[query:query + 1], split.target_indices()[query:query + 1],
                                                sets, [0], positives=[split.positive_indices()[query]],
@@ -42,19 +41,20 @@ def query_figure(split, scores: torch.Tensor, query: int, spec: str, *, k: int, 
     return fig_grid, fig_curve, table
 
 
-def query_caption(split, query: int, spec: str, table: list[dict]) -> str:
+def query_caption(split, query: int, spec: MiningSpec | str, table: list[dict]) -> str:
     """One line of HTML: query row and id, the strategy, |H|, the target's rank, false negatives in H."""
     mined = [row for row in table if row["mined"]]
     false_neg = sum(row["role"] == "positive" for row in mined)
     positives = sum(row["role"] == "positive" for row in table)
     target = next(row["rank"] for row in table if row["role"] == "target")
     return (f"<b>query {query}</b> (id <code>{escape(split.queries[query].query_id)}</code>) &middot; "
-            f"{escape(spec)} &middot; |H| = {len(mined)} &middot; target at rank {target} &middot; "
+            f"{escape(str(spec))} &middot; |H| = {len(mined)} &middot; target at rank {target} &middot; "
             f"false negatives in H: <b>{false_neg}</b> of {positives} other true positives")
 
 
-def explorer(split, scores: torch.Tensor, *, k: int, specs=audit.AUDIT):
-    """An ipywidgets panel for JupyterLab: a query slider, a strategy dropdown and a query-id box.
+def explorer(split, scores: torch.Tensor, specs):
+    """An ipywidgets panel for JupyterLab: a query slider, a dropdown of mining specs (`specs`, e.g.
+    `audit.audit_specs(20, 0.95)`) and a query-id box.
 
     Each change redraws `query_figure` in place: the images and the score curve are PNG image
     widgets whose bytes are replaced (no output is cleared or appended, so nothing flickers or
@@ -64,7 +64,7 @@ def explorer(split, scores: torch.Tensor, *, k: int, specs=audit.AUDIT):
 
     rows = {q.query_id: i for i, q in enumerate(split.queries)}
     slider = widgets.IntSlider(0, 0, len(split.queries) - 1, description="query", continuous_update=False)
-    choice = widgets.Dropdown(options=list(specs), description="strategy")
+    choice = widgets.Dropdown(options=[str(spec) for spec in specs], description="H")
     jump = widgets.Combobox(options=list(rows), placeholder="query id (or row), Enter", description="go to",
                             ensure_option=False, continuous_update=False)
     caption, errors = widgets.HTML(), widgets.Output()
@@ -73,7 +73,7 @@ def explorer(split, scores: torch.Tensor, *, k: int, specs=audit.AUDIT):
     def redraw(_=None):
         errors.clear_output()
         with errors:  # a failing redraw prints its traceback here
-            fig_grid, fig_curve, table = query_figure(split, scores, slider.value, choice.value, k=k)
+            fig_grid, fig_curve, table = query_figure(split, scores, slider.value, choice.value)
             grid.value, curve.value = figure_png(fig_grid), figure_png(fig_curve)
             caption.value = query_caption(split, slider.value, choice.value, table)
 

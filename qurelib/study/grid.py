@@ -23,6 +23,7 @@ import numpy as np
 from qurelib import audit
 from qurelib.files import read_json_object, write_json_atomic
 from qurelib.study.config import StudyConfig
+from qurelib.study import plots
 from qurelib.study.display import InlineFigure
 from qurelib.study.report import train_seconds_per_epoch, write_results
 from qurelib.study.stages import BASELINE_RUN, WARMUP_RUN
@@ -50,17 +51,7 @@ def h_label(train_config: dict) -> str:
     loss, m = train_config["loss"], train_config.get("negatives", 1)
     if loss == "info_nce" or (loss == "in_batch_hard" and m == 0):
         return "in-batch"
-    strategy, k, window = train_config["strategy"], train_config.get("k"), train_config.get("window")
-    if strategy == "drops":
-        label = f"drops ({train_config['rule']})"
-        if window is None:
-            return label
-        return label + (f", {100 * window:g} % window" if isinstance(window, float) else f", first {window}")
-    if strategy in ("top_k", "after_target_top_k"):
-        return f"{strategy} (k={k})"
-    if strategy == "percent_of_positive":
-        return f"{strategy} ({train_config['ratio']:g}" + (f", k={k})" if k else ")")
-    return strategy
+    return plots.rule_label(train_config["mining"])
 
 
 def run_labels(cfg: StudyConfig, names) -> dict[str, dict]:
@@ -156,7 +147,7 @@ def plot_objective_grid(table: Table, title: str = "") -> tuple[InlineFigure, li
 
 
 # --- the n_def sweep (make sweep-ndef) ------------------------------------------------------------
-NDEF_RUNS = {"qure": "drops (released)", "ablation_drops_window_0.05": "drops (released), 5 % window"}
+NDEF_RUNS = {"qure": "drops, released", "ablation_drops-w0.05": "drops, 5 % window"}
 
 
 def ndef_sweep_table(root: Path, profile: str, ndefs) -> Table:

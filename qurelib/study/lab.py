@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from qurelib import anatomy, audit
+from qurelib import anatomy
+from qurelib.mining_spec import as_spec
 from qurelib.study import plots
 from qurelib.study.display import figure_png
 from qurelib.study.tables import Table
@@ -37,12 +38,9 @@ def lab_curve(seed: int = 0, **shape) -> dict:
     return anatomy.ratio_curve(anatomy.CurveShape(**shape), seed)
 
 
-def mine_curve(curve: dict, specs, *, k: int, ratio: float, consecutive_threshold: int = 1) -> dict:
-    """{spec: corpus columns of H} that each audit spec mines from one built curve."""
-    scores = torch.as_tensor(curve["scores"], dtype=torch.float32)[None]  # (1, N)
-    target = torch.tensor([curve["target"]])
-    return {spec: audit.mine_spec(scores, target, spec, k=k, ratio=ratio,
-                                  consecutive_threshold=consecutive_threshold)[0].numpy() for spec in specs}
+def mine_curve(curve: dict, specs) -> dict:
+    """{spec text: corpus columns of H} that each mining spec mines from one built curve."""
+    return anatomy.mine_rules(curve, specs)
 
 
 def rule_counts(curve: dict, sets: dict) -> dict:
@@ -83,12 +81,11 @@ def lab_caption(curve: dict, counts: dict) -> str:
             f"<b>{escape(', '.join(tier) or 'no rule')}</b>")
 
 
-def lab_figure(specs=anatomy.SWEEP_RULES, *, k: int, ratio: float, consecutive_threshold: int = 1, seed: int = 0,
-               **shape):
+def lab_figure(specs=anatomy.SWEEP_RULES, *, seed: int = 0, **shape):
     """The lab's picture of one curve: (figure, plotted rows, counts, curve), the curve built from
-    `shape` (CurveShape fields) and `seed`, every spec mined with k / ratio of the top-k family."""
+    `shape` (CurveShape fields) and `seed`, mined with every spec."""
     curve = lab_curve(seed, **shape)
-    sets = mine_curve(curve, specs, k=k, ratio=ratio, consecutive_threshold=consecutive_threshold)
+    sets = mine_curve(curve, specs)
     counts = rule_counts(curve, sets)
     zoom = min(len(curve["scores"]), 2 * (int((curve["tiers"] <= 1).sum()) + 20))  # the positives, the tier and more
     fig, table = plots.plot_drop_lab(curve, sets, counts, zoom=zoom, title=(
@@ -120,7 +117,7 @@ def regime_table(rows) -> pd.DataFrame:
                                  "fn_rate_at_max": "FN % at the largest r"})
 
 
-def drop_explorer(specs=anatomy.SWEEP_RULES, *, k: int, ratio: float, consecutive_threshold: int = 1):
+def drop_explorer(specs=anatomy.SWEEP_RULES):
     """An ipywidgets panel for JupyterLab: sliders for the curve's shape (CONTROLS) and its seed;
     each change redraws `lab_figure` in place (a PNG image widget whose bytes are replaced, under a
     caption and the counts table). Errors of a redraw show in the panel."""
@@ -141,8 +138,7 @@ def drop_explorer(specs=anatomy.SWEEP_RULES, *, k: int, ratio: float, consecutiv
         errors.clear_output()
         with errors:  # a failing redraw prints its traceback here
             values = {name: s.value for name, s in sliders.items()}
-            fig, _, counts, curve = lab_figure(specs, k=k, ratio=ratio, consecutive_threshold=consecutive_threshold,
-                                               **values)
+            fig, _, counts, curve = lab_figure(specs, **values)
             image.value = figure_png(fig)
             caption.value = lab_caption(curve, counts)
             table.value = counts_table(counts)._repr_html_()
@@ -164,14 +160,15 @@ def sweep_facts(rows, counts: dict) -> dict:
     settings = list(dict.fromkeys(row["setting"] for row in rows))
     facts = {"H is the near-miss tier on the lab's curve for": [plots.rule_label(s) for s, c in counts.items()
                                                                  if c["is_tier"]]}
-    for spec in ("drops/released", "drops/released@0.05", "drops/scale_free"):
+    for spec in ("drops", "drops-w0.05", "drops-scale_free"):
         if any(row["rule"] == spec for row in rows):
             facts[f"{plots.rule_label(spec)}: H is the tier from r = (per setting)"] = \
                 [regimes[(s, spec)]["tier_from"] for s in settings]
-    for spec in ("top_k", "after_target_top_k"):
-        if any(row["rule"] == spec for row in rows):
-            facts[f"{plots.rule_label(spec)}: false negatives in H (%) at any r"] = \
-                sorted({round(row["fn_rate"], 2) for row in rows if row["rule"] == spec})
+    for strategy in ("top_k", "after_target_top_k"):
+        mine = [row for row in rows if as_spec(row["rule"]).strategy == strategy]
+        if mine:
+            facts[f"{plots.rule_label(mine[0]['rule'])}: false negatives in H (%) at any r"] = \
+                sorted({round(row["fn_rate"], 2) for row in mine})
     return facts
 
 

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from qurelib import audit, paths
 from qurelib.data.schema import CIRSplit
 from qurelib.data.synthetic_continuous import attribute_words, is_continuous
+from qurelib.mining_spec import MiningSpec, as_spec
 from qurelib.study.display import InlineFigure
 
 _ROLE_COLOURS = {"reference": "#555555", "target": "#1a9850", "positive": "#4575b4"}
@@ -395,21 +396,36 @@ def plot_curve_tiers(curves: list[dict], title: str = "") -> tuple[Figure, list[
 
 
 # --- the drop lab (notebook 07): one built curve, and the smoothness sweep ---------------------------
-RULE_LABELS = {"drops/released": "drops, released", "drops/paper": "drops, paper",
-               "drops/released@0.02": "drops, 2 % window", "drops/released@0.05": "drops, 5 % window",
-               "drops/scale_free": "scale-free drops", "top_k": "top-k", "after_target_top_k": "after-target top-k",
-               "percent_of_positive": "TopK-PercPos"}
-# (colour, line style, marker) per rule: the drop rules solid, the top-k family dashed
-RULE_STYLES = {"drops/released": ("#d73027", "-", "o"), "drops/paper": ("#e08214", "-", "s"),
-               "drops/released@0.02": ("#1a9850", "-", "^"), "drops/released@0.05": ("#01665e", "-", "v"),
-               "drops/scale_free": ("#4575b4", "-", "D"), "top_k": ("#333333", "--", "x"),
+# (colour, line style, marker) per rule: the drop rules solid, the top-k family dashed (keyed by spec text)
+RULE_STYLES = {"drops": ("#d73027", "-", "o"), "drops-paper": ("#e08214", "-", "s"),
+               "drops-w0.02": ("#1a9850", "-", "^"), "drops-w0.05": ("#01665e", "-", "v"),
+               "drops-scale_free": ("#4575b4", "-", "D"), "top_k": ("#333333", "--", "x"),
                "after_target_top_k": ("#888888", "--", "+"), "percent_of_positive": ("#984ea3", "--", "*")}
+_STRATEGY_LABELS = {"top_k": "top-k", "after_target_top_k": "after-target top-k",
+                    "percent_of_positive": "TopK-PercPos", "all": "all (random negatives)"}
 LAB_TIER_COLOURS = {0: "#d73027", 1: "#fc8d59", 2: "#91bfdb", 3: "#313695"}  # positives, near misses, bulk, tail
 
 
-def rule_label(spec: str) -> str:
-    """A reader's name for an audit spec ("drops/released@0.02" -> "drops, 2 % window")."""
-    return RULE_LABELS.get(spec, spec)
+def rule_label(spec: MiningSpec | str) -> str:
+    """A reader's name for a mining spec ("drops-w0.02" -> "drops, released, 2 % window"; the
+    top-k family by name, without k: a comparison holds one k)."""
+    spec = as_spec(spec)
+    if spec.strategy != "drops":
+        return _STRATEGY_LABELS[spec.strategy] + (", no reference" if spec.exclude_reference else "")
+    name = "scale-free drops" if spec.rule == "scale_free" else \
+        "drops" if spec.rule == "released" and spec.window is not None else f"drops, {spec.rule}"
+    if spec.window is not None:
+        name += f", {spec.window * 100:g} % window" if isinstance(spec.window, float) else f", {spec.window}-image window"
+    if spec.consecutive_threshold != 1:
+        name += f", gap > {spec.consecutive_threshold}"
+    return name + (", no reference" if spec.exclude_reference else "")
+
+
+def rule_style(spec: MiningSpec | str) -> tuple[str, str, str]:
+    """(colour, line style, marker) of a spec's rule (the top-k family by strategy, whatever its k)."""
+    spec = as_spec(spec)
+    key = spec.strategy if spec.strategy != "drops" else str(spec.replace(exclude_reference=False))
+    return RULE_STYLES.get(key, ("#000000", ":", "."))
 
 
 def _regime_spans(ratios: np.ndarray) -> list[tuple[float, float]]:
@@ -440,7 +456,7 @@ def plot_smoothness_sweep(rows: list[dict], rate: float = 0.8, clean_fn: float =
         mine = [row for row in rows if row["setting"] == setting]
         axes = [fig.add_subplot(grid[i, c]) for i in range(4)]
         for spec in rules:
-            colour, style, marker = RULE_STYLES.get(spec, ("#000000", ":", "."))
+            colour, style, marker = rule_style(spec)
             line = sorted((row for row in mine if row["rule"] == spec), key=lambda row: row["cliff_ratio"])
             r = np.array([row["cliff_ratio"] for row in line])
             for ax, (key, _, _) in zip(axes, panels):
@@ -514,7 +530,7 @@ def _lab_panel(fig, cell, ranks_shown: int, curve: dict, sets: dict, counts: dic
     for y, spec in enumerate(sets):
         members = np.sort(rank_of[np.asarray(sets[spec], dtype=np.int64)])
         members = members[members < len(shown)]
-        colour = RULE_STYLES.get(spec, ("#fdae61",))[0]
+        colour = rule_style(spec)[0]
         if len(members):
             bottom.broken_barh([(m - 0.5, 1) for m in members], (y - 0.35, 0.7), color=colour)
         fn = np.sort(rank_of[[c for c in np.asarray(sets[spec], dtype=np.int64) if curve["tiers"][c] == 0]])

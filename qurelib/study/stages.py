@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from qurelib.files import read_json_object, save_torch_atomic, write_json_atomic
 from qurelib.model import ModelLoadError, load_checkpoint, load_model, verify_checkpoint
 from qurelib.model.pretrain import pretrain_tiny
 from qurelib.provenance import code_digest
+from qurelib.qure import MiningSpec, as_spec, mine_hard_negatives
 from qurelib.study.config import StudyConfig
 from qurelib.study.identity import dataset_digest, identity_changes, run_identity
 from qurelib.study.tables import Table
@@ -150,7 +152,8 @@ def load_run(cfg: StudyConfig, name: str):
     extra = read_json_object(path / "config.json", f"rerun the stage that trains {name!r}").get("extra", {})
     saved = extra.get("train_config")
     if saved is not None:
-        config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+        known = {f.name for f in dataclasses.fields(TrainConfig)}  # a run saved by older code may have others
+        config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known})
         planned = config.period if name == WARMUP_RUN else config.epochs
         if extra.get("epoch", -1) + 1 != planned:
             raise RuntimeError(f"{cfg.run_dir / name}: the run stopped after epoch {extra.get('epoch', -1) + 1} "
@@ -276,33 +279,33 @@ def split_scores(model, splits: dict[str, CIRSplit], cache, progress: bool = Tru
     return {name: score_split(model, s, cache, progress=progress) for name, s in splits.items()}
 
 
-def mine_all(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit], spec: str, *, k: int, ratio: float,
-             consecutive_threshold: int, exclude_reference: bool = False) -> dict:
-    """{name: HardNegativeSets} of one audit spec ("drops/released", "top_k", ...) per split."""
-    return {name: audit.mine_spec(scores[name], s.target_indices(), spec, k=k, ratio=ratio,
-                                  consecutive_threshold=consecutive_threshold,
-                                  exclude=s.reference_indices() if exclude_reference else None)
+def mine_all(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit], spec: MiningSpec | str) -> dict:
+    """{name: HardNegativeSets} of one mining spec ("drops", "top_k-k20", ...) per split (the
+    reference columns excluded when the spec says so)."""
+    spec = as_spec(spec)
+    return {name: mine_hard_negatives(scores[name], s.target_indices(), spec,
+                                      exclude=s.reference_indices() if spec.exclude_reference else None)
             for name, s in splits.items()}
 
 
-def mining_audit(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit], *, k: int, ratio: float,
-                 consecutive_threshold: int, exclude_reference: bool) -> tuple[Table, dict]:
-    """Every strategy's sets on the same scores (`audit.HARDNESS_AUDIT`: the paper's strategies and
-    the drop rules beyond it), with their false-negative rate (the teaching table).
+def mining_audit(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit],
+                 specs: Sequence[MiningSpec | str]) -> tuple[Table, dict]:
+    """Every spec's sets on the same scores (e.g. `audit.hardness_specs(k, ratio)`: the paper's
+    strategies and the drop rules beyond it), with their false-negative rate (the teaching table).
 
-    Returns the table (one row per strategy, pooled over splits, query-weighted) and
-    {spec: {name: sets}}.
+    Returns the table (one row per spec, pooled over splits, query-weighted) and
+    {spec text: {name: sets}}.
     """
     rows, all_sets = [], {}
     weights = {n: len(s.queries) for n, s in splits.items()}
-    for spec in audit.HARDNESS_AUDIT:
-        all_sets[spec] = mine_all(scores, splits, spec, k=k, ratio=ratio, consecutive_threshold=consecutive_threshold,
-                                  exclude_reference=exclude_reference)
+    for spec in map(as_spec, specs):
+        key = str(spec)
+        all_sets[key] = mine_all(scores, splits, spec)
         stats = {n: audit.hard_negative_stats(sets, splits[n].known_positive_indices())
-                 for n, sets in all_sets[spec].items()}
+                 for n, sets in all_sets[key].items()}
         pooled = audit.pool(stats, weights)
         unknown = "fn_rate" not in pooled  # real data: only the target is known, so FN counts are unknown
-        rows.append({"strategy": spec, "mean |H|": round(pooled["size_mean"], 1),
+        rows.append({"strategy": key, "mean |H|": round(pooled["size_mean"], 1),
                      "fallbacks": sum(s["fallbacks"] for s in stats.values()),
                      "false-negative rate %": None if unknown else round(pooled["fn_rate"], 2),
                      "queries with a FN %": None if unknown else round(pooled["queries_with_fn"], 1)})
@@ -418,29 +421,24 @@ def pooled_sizes(sets: dict) -> dict:
 
 
 # --- 03: fine-tuning ----------------------------------------------------------------------------
-def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str, strategy: str, rule: str,
-                 consecutive_threshold: int, k: int, ratio: float, exclude_reference: bool, audit_k: int,
-                 audit_ratio: float, window: int | float = 0, val_splits=None, eval_every: int = 1,
+def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str, mining: MiningSpec | str,
+                 audit_specs: Sequence[MiningSpec | str] = (), val_splits=None, eval_every: int = 1,
                  progress: bool = True, nproc: int = 1, objective: str | None = None, negatives: int | None = None,
                  aux_positives: int | None = None, aux_weighting: str | None = None, aux_decay: float | None = None,
                  aux_width: float | None = None) -> list[dict]:
     """The remaining epochs of a run forked from the warm-up: re-mining every E // n_def epochs
-    with `strategy` and the objective named `objective` (`objectives.OBJECTIVES`; QuRe: Bradley-Terry)
-    with `negatives` mined negatives and `aux_positives` auxiliary positives per query per step
-    (weighted by `aux_weighting` with `aux_decay` / `aux_width`). k = 0 means no cap, window = 0 the
-    whole tail, aux_width = 0 the temperature. The objective's settings left None are TrainConfig's
-    defaults. At every re-mining the sets every strategy in `audit.HARDNESS_AUDIT` would mine from
-    the same scores are audited too (top-k: audit_k), with their hardness.
+    with `mining` (a `MiningSpec` or its text) and the objective named `objective`
+    (`objectives.OBJECTIVES`; QuRe: Bradley-Terry) with `negatives` mined negatives and
+    `aux_positives` auxiliary positives per query per step (weighted by `aux_weighting` with
+    `aux_decay` / `aux_width`; aux_width = 0: the temperature). The objective's settings left None
+    are TrainConfig's defaults. At every re-mining the sets every spec of `audit_specs` would mine
+    from the same scores are audited too (e.g. `audit.hardness_specs(k, ratio)`), with their hardness.
     nproc > 1: data-parallel on that many processes (`train_elsewhere`)."""
+    mining, audit_specs = str(as_spec(mining)), [str(as_spec(spec)) for spec in audit_specs]  # as launch.json has them
     chosen = {"loss": objective, "negatives": negatives, "aux_positives": aux_positives,
               "aux_weighting": aux_weighting, "aux_decay": aux_decay, "aux_width": aux_width}
-    config = cfg.train_config(**{k_: v for k_, v in chosen.items() if v is not None},
-                              strategy=strategy, rule=rule, consecutive_threshold=consecutive_threshold,
-                              window=window or None, k=k or None,
-                              ratio=ratio if strategy == "percent_of_positive" else None,
-                              exclude_reference=exclude_reference,
-                              eval_every=eval_every if val_splits else 0, audit=audit.HARDNESS_AUDIT, audit_k=audit_k,
-                              audit_ratio=audit_ratio, progress=progress)
+    config = cfg.train_config(**{k_: v for k_, v in chosen.items() if v is not None}, mining=mining,
+                              eval_every=eval_every if val_splits else 0, audit=tuple(audit_specs), progress=progress)
     problems = fork_problems(cfg.run_dir / WARMUP_RUN, config)
     if problems:  # checked before anything moves: the finished run stays where stage 04 finds it
         raise ValueError(f"{run_name}: cannot fork the warm-up run ({'; '.join(problems)}). Rerun the warm-up "
@@ -449,10 +447,7 @@ def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str,
     _set_aside_if_changed(cfg.run_dir / run_name, config, identity)
     if nproc > 1:
         return train_elsewhere(cfg, "finetune", run_name, nproc, model, val=val_splits is not None,
-                               run_name=run_name, strategy=strategy, rule=rule,
-                               consecutive_threshold=consecutive_threshold, window=window, k=k, ratio=ratio,
-                               exclude_reference=exclude_reference, audit_k=audit_k, audit_ratio=audit_ratio,
-                               eval_every=eval_every, progress=progress, objective=objective, negatives=negatives,
+                               run_name=run_name, mining=mining, audit_specs=audit_specs, eval_every=eval_every, progress=progress, objective=objective, negatives=negatives,
                                aux_positives=aux_positives, aux_weighting=aux_weighting, aux_decay=aux_decay,
                                aux_width=aux_width)
     return train(model, train_splits, config, cfg.run_dir / run_name, image_cache=cache, val_splits=val_splits,
