@@ -249,6 +249,22 @@ def measure_cliff_ratio(scores, target_idx, near_misses=None, *, window: int | f
     return out
 
 
+RELEASED_REGIME = 20.0  # the sweep: the released rule's H is the tier from r ~ 20 (no sparse lower tail)
+CHANCE_RATIO = 10.0  # the label-free r of curves with no cliff at all reads 5-9: above 10 says a cliff is there
+
+
+def cliff_ratio_summary(ratios: Sequence[np.ndarray]) -> dict:
+    """Median, p10, p90 of r over the queries of every part (NaN left out) and the share (%) of
+    queries at or above CHANCE_RATIO and RELEASED_REGIME; None where no query has an r."""
+    r = np.concatenate([np.asarray(x, dtype=np.float64) for x in ratios]) if len(ratios) else np.zeros(0)
+    r = r[~np.isnan(r)]
+    if not len(r):
+        return {"queries": 0, "median": None, "p10": None, "p90": None, "share_10": None, "share_20": None}
+    return {"queries": int(len(r)), "median": float(np.median(r)), "p10": float(np.percentile(r, 10)),
+            "p90": float(np.percentile(r, 90)), "share_10": float(100 * (r >= CHANCE_RATIO).mean()),
+            "share_20": float(100 * (r >= RELEASED_REGIME).mean())}
+
+
 DEFAULT_CLIFF_RATIOS = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 70.0, 100.0, 150.0, 200.0,
                         300.0, 500.0, 1000.0)
 SWEEP_SHAPES = {"tier of 30, no lower tail": CurveShape(),

@@ -152,3 +152,37 @@ def test_near_miss_hits_counts_the_curves_where_h_is_the_tier():
         assert anatomy.near_miss_hits(rules, seeds=seeds, **kw) == [
             {"rule": rule, f"light tails: near misses found (of {seeds})": by_hand(rule, seeds, 0),
              f"heavy lower tail: near misses found (of {seeds})": by_hand(rule, seeds, n_outliers)} for rule in rules]
+
+
+def _tiered_split(tiers, target):
+    """A split whose images' attributes put each tier at its attribute distance from the target:
+    positives 0 off, near misses 1 off, the bulk and the tail 2 off (two attributes)."""
+    ids = [f"i{c}" for c in range(len(tiers))]
+    values = {0: ("red", "s"), 1: ("blue", "s"), 2: ("blue", "m"), 3: ("blue", "m")}
+    records = {i: {"category": "dress", "attributes": dict(zip(("colour", "size"), values[int(t)]))}
+               for i, t in zip(ids, tiers)}
+    queries = [Query("q0", ids[-1], "t", ids[target])]
+    return CIRSplit("x", queries, ids, {}, attributes=records, all_positives_known=True)
+
+
+def test_cliff_ratio_table_puts_built_curves_where_they_were_built():
+    """Curves built with cliffs r x g around the near-miss tier read r back with labels (exactly, up
+    to rounding), and the share at or above the released rule's regime (r >= 20) follows."""
+    steep = anatomy.ratio_curve(anatomy.CurveShape(cliff_ratio=30.0), seed=3)
+    flat = anatomy.ratio_curve(anatomy.CurveShape(cliff_ratio=3.0), seed=3)
+    assert (steep["tiers"] == flat["tiers"]).all() and steep["target"] == flat["target"]
+    split = _tiered_split(steep["tiers"], steep["target"])
+    rows = study.cliff_ratio_table({"steep": {"x": torch.tensor(steep["scores"][None])},
+                                    "flat": {"x": torch.tensor(flat["scores"][None])}}, {"x": split})
+    by = {r["model"]: r for r in rows}
+    assert by["steep"]["r, labelled: median"] == 30.0 and by["flat"]["r, labelled: median"] == 3.0
+    assert by["steep"]["r, labelled: >= 20 %"] == 100.0 and by["flat"]["r, labelled: >= 20 %"] == 0.0
+    # from the curve alone the steepest gap near the top is the upper cliff: r x g over nearby gaps
+    assert by["steep"]["r, curve alone: median"] > by["flat"]["r, curve alone: median"]
+
+
+def test_cliff_ratio_summary_leaves_out_queries_without_a_ratio():
+    s = anatomy.cliff_ratio_summary([np.array([np.nan, 5.0, 25.0]), np.array([40.0])])
+    assert s["queries"] == 3 and s["median"] == 25.0
+    assert s["share_20"] == pytest.approx(200 / 3) and s["share_10"] == pytest.approx(200 / 3)
+    assert anatomy.cliff_ratio_summary([np.array([np.nan])])["median"] is None

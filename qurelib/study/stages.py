@@ -408,6 +408,34 @@ def curve_anatomy(scores: dict[str, torch.Tensor], splits: dict[str, CIRSplit]) 
     return Table(rows)
 
 
+def cliff_ratio_table(scores: dict[str, dict[str, torch.Tensor]], splits: dict[str, CIRSplit]) -> Table:
+    """Where real curves sit on the smoothness sweep's axis (notebook 07): r, the cliff around the
+    near misses over the local spacing (`anatomy.measure_cliff_ratio`), of every query's curve under
+    each model. scores: {model: {split: (Q, N)}}. Two readings per model, pooled over splits: with
+    labels (near misses = attribute distance 1, or band 1 on the continuous variant; where
+    attributes are known) and from the curve alone (the steepest gap in the first 5 % below the
+    target; chance alone reads 5-9). The released rule finds a tier from r ~ 20."""
+    rows = []
+    for model, per_split in scores.items():
+        labelled, free = [], []
+        for name, split in splits.items():
+            target = split.target_indices()
+            distance = audit.attribute_distances(split.attributes, split.corpus_ids, target)
+            if distance is not None:
+                labelled.append(anatomy.measure_cliff_ratio(per_split[name], target, distance == 1))
+            free.append(anatomy.measure_cliff_ratio(per_split[name], target))
+        row = {"model": model}
+        for label, ratios in (("labelled", labelled), ("curve alone", free)):
+            summary = anatomy.cliff_ratio_summary(ratios)
+            shown = (lambda v: None if v is None else round(v, 1))  # noqa: E731
+            row[f"r, {label}: median"] = shown(summary["median"])
+            row[f"r, {label}: p10-p90"] = None if summary["p10"] is None else \
+                f"{summary['p10']:.1f}-{summary['p90']:.1f}"
+            row[f"r, {label}: >= {anatomy.RELEASED_REGIME:g} %"] = shown(summary["share_20"])
+        rows.append(row)
+    return Table(rows)
+
+
 def curve_queries(split: CIRSplit, n: int) -> list[int]:
     """n queries spread over the split, preferring ones with several positives (false negatives)."""
     rich = [i for i, q in enumerate(split.queries) if len(q.positives) >= 3] or list(range(len(split.queries)))
