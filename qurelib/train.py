@@ -50,6 +50,7 @@ from pathlib import Path
 
 import torch
 
+from qurelib import candidates as candidate_index
 from qurelib import distributed
 from qurelib.audit import (attribute_distances, attribute_names, audit_hard_negatives, corpus_composition,
                            hard_negative_stats, hardness_stats, score_ranks)
@@ -72,13 +73,13 @@ CHECKPOINT = "checkpoint"
 HISTORY = "history.jsonl"
 NOT_RESUME_KEYS = frozenset({"device", "progress", "encode_batch_size"})  # may differ on resume
 # Settings added after runs were saved: a saved config without one was trained under its default.
-ADDED_KEYS = ("negatives", "aux_positives", "aux_weighting", "aux_decay", "aux_width")
+ADDED_KEYS = ("negatives", "aux_positives", "aux_weighting", "aux_decay", "aux_width", "candidates", "candidate_search")
 # May differ between a warm-up run and a fork of it (`init_from`): they act only from the first
 # re-mining on, and a fork must start before it.
 # The objective and its settings too: the warm-up draws one random negative per query whatever the
 # objective (QuRe's warm-up), so every objective of the grid forks the same warm-up.
 FORK_KEYS = frozenset({"mining", "loss", "negatives", "aux_positives", "aux_weighting", "aux_decay", "aux_width",
-                       "audit", "eval_every"})
+                       "audit", "eval_every", "candidates", "candidate_search"})
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,12 @@ class TrainConfig:
     warmup: bool = True              # first E // n_def epochs: random negatives from corpus \ target
     mining: MiningSpec = MiningSpec()  # which H (a MiningSpec or its text): QuRe as released, "drops"
     audit: tuple[MiningSpec, ...] = ()  # other specs whose sets are audited at each re-mining
+    candidates: str | None = None    # re-mine from a FAISS index of the corpus's token vectors, its factory
+    #                                  string ("Flat": exact, the same sets; "IVF64,Flat", "HNSW32", ...:
+    #                                  `candidates.build_index`), rebuilt at every re-mining; None: score
+    #                                  the whole corpus. Needs a spec that reads the head of the curve
+    #                                  (a window, or the top-k family), no audit, no auxiliary positives
+    candidate_search: str = ""       # the index's search parameters, e.g. "nprobe=16"
     eval_every: int = 0              # validate every this many epochs (and at the end); 0 = never
     device: str = "auto"             # "auto" | "cpu" | "cuda"
     amp: bool = True                 # bf16 autocast on CUDA
@@ -135,8 +142,28 @@ class TrainConfig:
             object.__setattr__(self, "audit", tuple(as_spec(spec) for spec in self.audit))
         except (TypeError, ValueError) as err:
             bad.append(f"audit: {err}")
+        bad += [] if bad else self._candidate_problems()
         if bad:
             raise ValueError(f"TrainConfig: {'; '.join(bad)}")
+
+    def _candidate_problems(self) -> list[str]:
+        """What re-mining from a candidate index cannot do with these settings, naming the field."""
+        if self.candidates is None:
+            return [] if self.candidate_search == "" else \
+                [f"candidate_search={self.candidate_search!r} needs candidates (an index factory string)"]
+        if not isinstance(self.candidates, str) or not self.candidates.strip():
+            return [f"candidates must be a FAISS factory string such as 'Flat' (or None); got {self.candidates!r}"]
+        out = []
+        if self.mining.whole_curve:
+            out.append(f"candidates: mining {str(self.mining)!r} needs the whole curve; give it a window "
+                       f"(e.g. {str(self.mining.replace(window=0.02)) if self.mining.strategy == 'drops' else 'top_k-k20'!r}) "
+                       f"or leave candidates None")
+        if self.audit:
+            out.append("candidates: the audit scores the whole corpus; leave audit empty with candidates")
+        if OBJECTIVES[self.loss].aux != "none":
+            out.append(f"candidates: loss={self.loss!r} reads auxiliary positives from the whole curve; "
+                       f"use it without candidates")
+        return out
 
     def _objective_problems(self) -> list[str]:
         """What the objective's settings get wrong, each naming its field."""
@@ -324,6 +351,8 @@ def _mine_split(model, split: CIRSplit, cache: ImageCache, config: TrainConfig,
     else:
         query, corpus = encode_split(model, split, cache, batch_size=config.encode_batch_size,
                                      amp=config.amp, progress=config.progress)
+        if config.candidates is not None:
+            return _mine_split_on_index(query, corpus, split, target, exclude, config)
         scores = score_corpus(query, corpus).cpu()  # (Q_s, N_s)
         sets, mined, found = _mine_scores(scores, target, exclude, config, width)
         ranks = score_ranks(scores)  # (Q_s, N_s), shared by every hardness audit of this split
@@ -340,6 +369,34 @@ def _mine_split(model, split: CIRSplit, cache: ImageCache, config: TrainConfig,
     if found is not None:
         stats["aux"] = _aux_stats(found[0], positives)
     return fill_empty_sets(sets, ranks, target, exclude), stats, found  # the statistics above: the sets as mined
+
+
+def _mine_split_on_index(query: torch.Tensor, corpus: torch.Tensor, split: CIRSplit, target: torch.Tensor,
+                         exclude: torch.Tensor | None, config: TrainConfig) -> tuple[HardNegativeSets, dict, None]:
+    """`_mine_split` from a candidate index (`config.candidates`) built from the current model's
+    corpus embeddings: H as `candidates.mine_on_candidates` mines it (with the exact "Flat" index,
+    identical to full-corpus mining), its statistics (no hardness audit: that ranks the whole
+    corpus) and what the index did under "candidates". Only the queries whose set is empty score
+    the whole corpus, to fill it as full-corpus training does."""
+    index = candidate_index.build_index(corpus, config.candidates, search_params=config.candidate_search)
+    sets, report = candidate_index.mine_on_candidates(query, corpus, target, index=index, spec=config.mining,
+                                                      exclude=exclude)
+    stats = hard_negative_stats(sets, split.known_positive_indices())
+    stats["candidates"] = {"index": config.candidates, "search": config.candidate_search,
+                           "depth": report.depth, "rounds": report.rounds, "widened": report.widened,
+                           "exact_whole_tail": report.exact_whole_tail, "exact_depth": report.exact_depth,
+                           "mean_candidates": report.mean_candidates}
+    empty = torch.nonzero(sets.sizes == 0).flatten()
+    stats["empty_sets"] = len(empty)
+    if not len(empty):
+        return sets, stats, None
+    part = HardNegativeSets.from_lists([sets[q].numpy() for q in empty.tolist()], sets.fallback[empty].numpy())
+    filled = fill_empty_sets(part, score_ranks(score_corpus(query[empty], corpus).cpu()), target[empty],
+                             None if exclude is None else exclude[empty])
+    lists, fallback = [sets[q].numpy() for q in range(len(sets))], sets.fallback.numpy().copy()
+    for i, q in enumerate(empty.tolist()):
+        lists[q], fallback[q] = filled[i].numpy(), bool(filled.fallback[i])
+    return HardNegativeSets.from_lists(lists, fallback), stats, None
 
 
 def _mine_scores(scores: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor | None, config: TrainConfig,
@@ -736,6 +793,10 @@ def train(model, splits: dict[str, CIRSplit], config: TrainConfig, run_dir: str 
         (per split: set sizes, fallbacks, fn_rate, queries_with_fn, and "audit"), and "val".
     """
     check_train_splits(splits, config)
+    if config.candidates is not None and distributed.world_size() > 1:
+        raise ValueError(f"train: candidates={config.candidates!r} re-mines on one process; data-parallel training "
+                         f"(world size {distributed.world_size()}) scores the gathered corpus instead: leave "
+                         f"candidates None, or train on one process")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)

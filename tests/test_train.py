@@ -185,3 +185,44 @@ def test_staged_warmup_then_forks_with_other_strategies(smoke_root, tmp_path):
     with pytest.raises(ValueError, match="lr"):  # the warm-up itself must match
         T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**{**base, "lr": 2e-4}),
                 tmp_path / "other", image_cache=cache, init_from=tmp_path / "warmup")
+
+
+@pytest.mark.parametrize("settings, field", [
+    (dict(mining="drops"), "needs the whole curve"),
+    (dict(mining="drops-w0.05", audit=("drops-paper",)), "leave audit empty"),
+    (dict(mining="drops-w0.05", loss="aux_positive", aux_positives=2), "auxiliary positives"),
+    (dict(mining="drops-w0.05", candidates=""), "factory string"),
+    (dict(candidates=None, candidate_search="nprobe=4"), "needs candidates"),
+])
+def test_candidate_settings_are_refused_where_the_index_cannot_serve(settings, field):
+    with pytest.raises(ValueError, match=field):
+        T.TrainConfig(**{"candidates": "Flat", **settings})
+
+
+def test_re_mining_from_the_exact_index_trains_exactly_like_full_mining(smoke_root, tmp_path):
+    """The windowed rule re-mined from an exact FAISS index ("Flat", rebuilt from the current model
+    at every re-mining) gives the same sets as scoring the whole corpus, so the same training: the
+    same statistics at each re-mining and the same weights, to the bit."""
+    from qurelib.data.synthetic import load_fashion_shapes
+    from qurelib.model import load_model
+
+    splits = load_fashion_shapes(smoke_root, "train")
+    runs = {}
+    for name, candidates in (("full", None), ("index", "Flat")):
+        torch.manual_seed(0)
+        config = T.TrainConfig(epochs=2, n_def=2, batch_size=8, lr=1e-4, device="cpu", progress=False,
+                               mining="drops-w0.05", candidates=candidates)
+        model = load_model("tiny", device="cpu")
+        history = T.train(model, splits, config, tmp_path / name)
+        runs[name] = (history, model.state_dict())
+    (full, w_full), (index, w_index) = runs["full"], runs["index"]
+    mined = [(f["mining"], i["mining"]) for f, i in zip(full, index) if "mining" in f]
+    assert len(mined) == 1
+    for split, stats in mined[0][0].items():
+        other = mined[0][1][split]
+        assert {k: stats[k] for k in ("size_mean", "size_max", "fallbacks", "fn_rate")} == \
+            {k: other[k] for k in ("size_mean", "size_max", "fallbacks", "fn_rate")}
+        assert other["candidates"]["index"] == "Flat" and other["candidates"]["rounds"] >= 1
+        assert "hardness" in stats and "hardness" not in other  # the rank audit needs the whole corpus
+    assert [r["loss"] for r in full] == [r["loss"] for r in index]
+    assert all(torch.equal(w_full[k], w_index[k]) for k in w_full)

@@ -450,7 +450,8 @@ def pooled_sizes(sets: dict) -> dict:
 
 # --- 03: fine-tuning ----------------------------------------------------------------------------
 def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str, mining: MiningSpec | str,
-                 audit_specs: Sequence[MiningSpec | str] = (), val_splits=None, eval_every: int = 1,
+                 audit_specs: Sequence[MiningSpec | str] = (), candidates: str | None = None,
+                 candidate_search: str = "", val_splits=None, eval_every: int = 1,
                  progress: bool = True, nproc: int = 1, objective: str | None = None, negatives: int | None = None,
                  aux_positives: int | None = None, aux_weighting: str | None = None, aux_decay: float | None = None,
                  aux_width: float | None = None) -> list[dict]:
@@ -461,11 +462,13 @@ def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str,
     `aux_decay` / `aux_width`; aux_width = 0: the temperature). The objective's settings left None
     are TrainConfig's defaults. At every re-mining the sets every spec of `audit_specs` would mine
     from the same scores are audited too (e.g. `audit.hardness_specs(k, ratio)`), with their hardness.
+    candidates / candidate_search: re-mine from a FAISS index (`TrainConfig.candidates`).
     nproc > 1: data-parallel on that many processes (`train_elsewhere`)."""
     mining, audit_specs = str(as_spec(mining)), [str(as_spec(spec)) for spec in audit_specs]  # as launch.json has them
     chosen = {"loss": objective, "negatives": negatives, "aux_positives": aux_positives,
               "aux_weighting": aux_weighting, "aux_decay": aux_decay, "aux_width": aux_width}
     config = cfg.train_config(**{k_: v for k_, v in chosen.items() if v is not None}, mining=mining,
+                              candidates=candidates, candidate_search=candidate_search,
                               eval_every=eval_every if val_splits else 0, audit=tuple(audit_specs), progress=progress)
     problems = fork_problems(cfg.run_dir / WARMUP_RUN, config)
     if problems:  # checked before anything moves: the finished run stays where stage 04 finds it
@@ -475,7 +478,8 @@ def run_finetune(cfg: StudyConfig, model, train_splits, cache, *, run_name: str,
     _set_aside_if_changed(cfg.run_dir / run_name, config, identity)
     if nproc > 1:
         return train_elsewhere(cfg, "finetune", run_name, nproc, model, val=val_splits is not None,
-                               run_name=run_name, mining=mining, audit_specs=audit_specs, eval_every=eval_every, progress=progress, objective=objective, negatives=negatives,
+                               run_name=run_name, mining=mining, audit_specs=audit_specs, candidates=candidates,
+                               candidate_search=candidate_search, eval_every=eval_every, progress=progress, objective=objective, negatives=negatives,
                                aux_positives=aux_positives, aux_weighting=aux_weighting, aux_decay=aux_decay,
                                aux_width=aux_width)
     return train(model, train_splits, config, cfg.run_dir / run_name, image_cache=cache, val_splits=val_splits,
