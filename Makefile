@@ -237,6 +237,18 @@ sweep-ndef: venv
 		$$sub/$(PROFILE)/03_preference_finetune.ipynb $$sub/$(PROFILE)/ablation/03_drops-w0.05.ipynb || exit 1; done
 	$(PY) -m qurelib.study.grid ndef-sweep $(RUNS)/ndef $(PROFILE) $(NDEF_SWEEP)
 
+# Training with index re-mining (docs/SCALE.md): the 5 % window fork re-mined from an exact FAISS index and
+# from an approximate one (IVF, 16 lists, 4 probed), beside the same fork re-mined from full scores.
+INDEX_REMINING := index_flat index_ivf
+iargs_index_flat := -p candidates Flat
+iargs_index_ivf := -p candidates IVF16,Flat -p candidate_search nprobe=4
+.PHONY: index-remining
+index-remining: venv $(patsubst %,$(RUN)/index/03_%.ipynb,$(INDEX_REMINING)) $(RUN)/ablation/03_drops-w0.05.ipynb
+	$(PY) -m qurelib.study.grid index-remining $(RUN) $(INDEX_REMINING)
+
+$(RUN)/index/03_%.ipynb: notebooks/03_preference_finetune.ipynb $(RUN)/01_warmup.ipynb | venv
+	$(STAGE) -p run_name $* -p train_baseline False -p mining drops-w0.05 $(iargs_$*) $< $@
+
 bench: venv
 	$(PY) -m qurelib.bench
 

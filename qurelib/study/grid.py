@@ -170,18 +170,60 @@ def ndef_sweep_table(root: Path, profile: str, ndefs) -> Table:
     return Table(rows)
 
 
+# --- training with index re-mining (make index-remining) ----------------------------------------
+INDEX_EXACT_RUN = "ablation_drops-w0.05"  # the same fork, re-mined from full scores
+
+
+def _mining_statistics(history: list[dict]) -> list:
+    """Per re-mining and split: (|H| mean, max, fallbacks, FN rate) as recorded."""
+    return [[(s, st["size_mean"], st["size_max"], st["fallbacks"], st.get("fn_rate"))
+             for s, st in sorted(r["mining"].items())] for r in history if "mining" in r]
+
+
+def index_remining_table(run_dir: Path, runs) -> Table:
+    """The windowed fork re-mined from candidate indexes (`runs`, names under run_dir) beside the same
+    fork re-mined from full scores (INDEX_EXACT_RUN): validation after the last epoch, H at the last
+    re-mining, whether every re-mining's set statistics equal the exact run's, and mining seconds per
+    re-mining (encoding included)."""
+    exact = read_history(Path(run_dir) / INDEX_EXACT_RUN)
+    rows = []
+    for run in [INDEX_EXACT_RUN, *runs]:
+        history = read_history(Path(run_dir) / run)
+        if not history or "val" not in history[-1]:
+            rows.append({"run": run, "note": "not trained"})
+            continue
+        mined = [r for r in history if "mining" in r]
+        index = next(iter(mined[-1]["mining"].values())).get("candidates") if mined else None
+        val, last = history[-1]["val"], last_mining(history)
+        rows.append({"run": run, "index": "none (full scores)" if index is None else
+                     index["index"] + (f" ({index['search']})" if index["search"] else ""),
+                     AVG: round(val["avg"], 2), "nDCG@10": _round(val.get("nDCG@10"), 2),
+                     "FN rate of H %": _round(last.get("fn_rate"), 2), "mean |H|": _round(last.get("size_mean"), 1),
+                     "sets' statistics as exact": _mining_statistics(history) == _mining_statistics(exact),
+                     "mining s / re-mining": round(float(np.mean([r["mining_s"] for r in mined])), 2) if mined else None})
+    return Table(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI: python -m qurelib.study.grid ndef-sweep ROOT PROFILE N [N ...] (writes ROOT/ndef_sweep.{json,md})."""
+    """CLI: python -m qurelib.study.grid ndef-sweep ROOT PROFILE N [N ...] (writes ROOT/ndef_sweep.{json,md});
+    python -m qurelib.study.grid index-remining RUN_DIR RUN [RUN ...] (writes RUN_DIR/index_remining.{json,md})."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m qurelib.study.grid", description="the n_def sweep's table")
-    ap.add_argument("command", choices=["ndef-sweep"])
-    ap.add_argument("root", type=Path)
-    ap.add_argument("profile")
-    ap.add_argument("ndefs", nargs="+", type=int)
+    ap = argparse.ArgumentParser(prog="python -m qurelib.study.grid", description="the sweeps' tables")
+    sub = ap.add_subparsers(dest="command", required=True)
+    ndef = sub.add_parser("ndef-sweep")
+    ndef.add_argument("root", type=Path)
+    ndef.add_argument("profile")
+    ndef.add_argument("ndefs", nargs="+", type=int)
+    index = sub.add_parser("index-remining")
+    index.add_argument("run_dir", type=Path)
+    index.add_argument("runs", nargs="+")
     args = ap.parse_args(argv)
-    table = ndef_sweep_table(args.root, args.profile, args.ndefs)
-    save_table(args.root, table, "ndef_sweep")
+    if args.command == "ndef-sweep":
+        root, name, table = args.root, "ndef_sweep", ndef_sweep_table(args.root, args.profile, args.ndefs)
+    else:
+        root, name, table = args.run_dir, "index_remining", index_remining_table(args.run_dir, args.runs)
+    save_table(root, table, name)
     print(to_markdown(table))
     return 0
 
