@@ -114,12 +114,12 @@ test-unit: venv
 
 # --- mutation testing (docs/MUTATION.md): slow, not part of `make test` -----------------------
 # mutmut over the core, one group of modules at a time, each with only the unit tests that concern
-# it (tests/mutation.py); prints the kill score per module. One group: make mutation MUTATION=train
+# it (tools/mutation.py); prints the kill score per module. One group: make mutation MUTATION=train
 MUTATION ?= train evaluate qure metrics
 MUTATION_JOBS ?= 1
 mutation: venv
 	$(PY) -m pip install -q -e ".[mutation]"
-	nice -n 19 $(PY) tests/mutation.py run $(MUTATION) --jobs $(MUTATION_JOBS)
+	nice -n 19 $(PY) tools/mutation.py run $(MUTATION) --jobs $(MUTATION_JOBS)
 
 # --- the reproduction chain: stage N reads what stage N-1 wrote under runs/<profile>/ -------
 ifeq ($(strip $(SEEDS)$(DATA_SEEDS)),)

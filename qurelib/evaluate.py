@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 
 from qurelib import metrics
-from qurelib.data.schema import CIRSplit, DatasetError
+from qurelib.data.schema import CIRSplit
 from qurelib.data.synthetic_continuous import is_continuous, tolerance_agreement
 from qurelib.data.vocab import ATTRIBUTES
 from qurelib.encode import ImageCache, build_image_cache, encode_split, score_split
@@ -23,19 +23,6 @@ from qurelib.qure import score_corpus
 RECALL_KS = (1, 5, 10, 50)
 POSITIVE_KS = (1, 5, 10, 50)
 NDCG_KS = (5, 10, 50)
-
-
-def target_indices_or_missing(split: CIRSplit) -> torch.Tensor:
-    """(Q,) long target columns, -1 for queries without a target; DatasetError if one is not in
-    the corpus (a silent miss otherwise)."""
-    index = split.corpus_index
-    out = []
-    for q in split.queries:
-        if q.target_id is not None and q.target_id not in index:
-            raise DatasetError(f"{split.name}: target {q.target_id!r} of query {q.query_id!r} "
-                               f"is not in the split's corpus")
-        out.append(-1 if q.target_id is None else index[q.target_id])
-    return torch.tensor(out, dtype=torch.long)
 
 
 def relevance_matrix(split: CIRSplit) -> torch.Tensor:
@@ -86,7 +73,7 @@ def metrics_from_scores(split: CIRSplit, scores: torch.Tensor, *,
     if remove_reference if remove_reference is not None else groups:
         scores = metrics.mask_columns(scores, reference)
     out: dict = {"n_queries": len(split.queries), "n_corpus": len(split.corpus_ids)}
-    target = target_indices_or_missing(split)  # (Q,)
+    target = split.target_indices(missing=-1)  # (Q,), -1 where a query has no target
     if bool((target >= 0).any()):
         out.update({f"R@{k}": v for k, v in metrics.recall_at_k(scores, target, RECALL_KS).items()})
         has = (target >= 0).nonzero().flatten()

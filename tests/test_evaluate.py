@@ -224,7 +224,7 @@ def test_metrics_from_scores_of_a_cirr_like_split_by_hand():
 
 def test_target_indices_are_long_even_for_no_queries():
     split = CIRSplit("toy", [], ["a", "b"], {})
-    assert E.target_indices_or_missing(split).dtype == torch.long
+    assert split.target_indices(missing=-1).dtype == torch.long
 
 
 def test_image_cache_rows_are_long_and_a_missing_image_is_named():

@@ -25,3 +25,15 @@ def test_8_bit_images_are_unchanged_and_float_images_refused(tmp_path):
     assert (np.asarray(to_rgb(Image.fromarray(rgb))) == rgb).all()
     with pytest.raises(OSError, match="x.tif.*mode F"):
         to_rgb(Image.fromarray(np.zeros((4, 4), dtype=np.float32)), "x.tif")
+
+
+def test_target_indices_name_a_query_without_a_target_unless_a_missing_value_is_given():
+    from qurelib.data.schema import CIRSplit, DatasetError, Query
+
+    split = CIRSplit("s", [Query("q0", "a", "t", "b"), Query("q1", "a", "t", None)], ["a", "b"], {})
+    with pytest.raises(DatasetError, match="'q1' has no target"):
+        split.target_indices()
+    assert split.target_indices(missing=-1).tolist() == [1, -1]
+    gone = CIRSplit("s", [Query("q0", "a", "t", "z")], ["a", "b"], {})
+    with pytest.raises(DatasetError, match="'z' of query 'q0' is not in"):
+        gone.target_indices(missing=-1)  # a missing value never hides a target outside the corpus

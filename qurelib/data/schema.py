@@ -97,15 +97,19 @@ class CIRSplit:
             raise DatasetError(f"{self.name}: image {image_id!r} at {path} does not decode ({error}). "
                                f"{self.remedy or f'Replace the file; {README_POINTER}.'}") from None
 
-    def target_indices(self) -> torch.Tensor:
+    def target_indices(self, missing: int | None = None) -> torch.Tensor:
         """Corpus column of every query's target, LongTensor (Q,).
 
-        Raises DatasetError naming the first query without a target or whose target is not in
-        the corpus (the metric would silently count it as a miss otherwise).
+        Raises DatasetError naming the first query whose target is not in the corpus (the metric
+        would silently count it as a miss otherwise), and, unless `missing` is given (e.g. -1: a
+        split where some queries have no target, CIRCO's test split), the first without a target.
         """
         index = self.corpus_index
         out = torch.empty(len(self.queries), dtype=torch.long)  # (Q,)
         for q, query in enumerate(self.queries):
+            if query.target_id is None and missing is not None:
+                out[q] = missing
+                continue
             if query.target_id is None:
                 raise DatasetError(f"{self.name}: query {query.query_id!r} has no target "
                                    f"(this split has no targets to evaluate against)")

@@ -1,8 +1,8 @@
 """Mutation testing of the core with mutmut, one group of modules at a time (`make mutation`).
 
-    python tests/mutation.py run [GROUP ...] [--jobs N]   # default: every group
-    python tests/mutation.py run GROUP --survivors        # retest all but the killed and the equivalent
-    python tests/mutation.py score                        # kill score per module
+    python tools/mutation.py run [GROUP ...] [--jobs N]   # default: every group
+    python tools/mutation.py run GROUP --survivors        # retest all but the killed and the equivalent
+    python tools/mutation.py score                        # kill score per module
 
 Each group mutates its modules and selects only the fast unit tests that concern them, so a
 mutant runs a few seconds of tests rather than the whole suite (mutmut itself further narrows the
