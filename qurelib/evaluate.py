@@ -13,10 +13,9 @@ from collections.abc import Mapping
 
 import torch
 
-from qurelib import metrics
+from qurelib import audit, metrics
 from qurelib.data.schema import CIRSplit
 from qurelib.data.synthetic_continuous import is_continuous, tolerance_agreement
-from qurelib.data.vocab import ATTRIBUTES
 from qurelib.encode import ImageCache, build_image_cache, encode_split, score_split
 from qurelib.qure import score_corpus
 
@@ -28,8 +27,9 @@ NDCG_KS = (5, 10, 50)
 def relevance_matrix(split: CIRSplit) -> torch.Tensor:
     """(Q, N) graded relevance of every corpus image to each query's target, in [0, 1].
 
-    Vectorised `synthetic.graded_relevance(attributes[target], attributes[image])`: the share of
-    semantic attributes on which the two agree, 0 across categories; on the continuous variant the
+    Vectorised `vocab.graded_relevance(attributes[target], attributes[image])` from the one
+    attribute distance (`audit.attribute_distances`): the share of attributes on which the two
+    agree, 0 across categories; on the continuous variant the
     share within tolerance of the target's value (`synthetic_continuous.tolerance_agreement`).
     Needs `split.attributes`.
     """
@@ -38,17 +38,9 @@ def relevance_matrix(split: CIRSplit) -> torch.Tensor:
         raise ValueError(f"{split.name}: relevance_matrix needs image attributes (Fashion-Shapes)")
     if is_continuous(attrs):
         return tolerance_agreement(attrs, split.corpus_ids, split.target_indices())
-    vocab: dict[tuple[int, str], int] = {}
-
-    def codes(image_id: str) -> list[int]:
-        rec = attrs[image_id]
-        fields = [rec.get("category"), *(rec["attributes"].get(a) for a in ATTRIBUTES)]
-        return [vocab.setdefault((j, str(v)), len(vocab)) for j, v in enumerate(fields)]
-
-    corpus = torch.tensor([codes(i) for i in split.corpus_ids])  # (N, 1 + A)
-    target = torch.tensor([codes(q.target_id) for q in split.queries])  # (Q, 1 + A)
-    same = target[:, None, :] == corpus[None, :, :]  # (Q, N, 1 + A)
-    return same[..., 1:].float().mean(dim=2) * same[..., 0].float()  # (Q, N)
+    distance = audit.attribute_distances(attrs, split.corpus_ids, split.target_indices())  # (Q, N), -1: other category
+    n = len(audit.attribute_names(attrs))
+    return torch.where(distance >= 0, (n - distance.float()) / n, 0.0)  # the share of attributes that agree
 
 
 # ----------------------------------------------------------------------------- evaluation
