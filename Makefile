@@ -105,6 +105,7 @@ test: venv
 	@tmp=$$(mktemp -d -t qurelib-test-runs.XXXXXX) && \
 	$(MAKE) --no-print-directory reproduce PROFILE=smoke RUNS=$$tmp && \
 	$(MAKE) --no-print-directory -j2 ablation PROFILE=smoke RUNS=$$tmp && \
+	$(MAKE) --no-print-directory -j2 objectives PROFILE=smoke RUNS=$$tmp OBJECTIVE_RUNS="$(OBJECTIVE_SMOKE)" && \
 	QURELIB_RUNS_DIR=$$tmp $(PY) -m pytest -q tests --cov=qurelib --cov-report= $(if $(TEST_SEED),--randomly-seed=$(TEST_SEED)) && \
 	QURELIB_RUNS_DIR=$$tmp $(PY) -m pytest -q notebooks --nbval-lax -p no:randomly --cov=qurelib --cov-append \
 		--cov-report=term --cov-report=html:$$tmp/coverage && rm -rf $$tmp
@@ -206,6 +207,8 @@ $(RUN)/06_ablation_summary.ipynb: notebooks/06_ablation_summary.ipynb $(RUN)/04_
 # weights). Notebook 08 sums up.
 .PHONY: objectives sweep-ndef
 OBJECTIVE_H := drops drops-w0.05 after_target_top_k-k$(ABLATION_K) all
+# the Bradley-Terry cells of the grid (besides qure): the ablation's runs of the same H
+OBJECTIVE_BT := $(patsubst %,ablation_%,$(filter-out drops,$(OBJECTIVE_H)))
 oargs_multi_negative_5 := -p objective multi_negative -p negatives 5
 oargs_in_batch_hard_1 := -p objective in_batch_hard -p negatives 1
 oargs_aux_positive := -p objective aux_positive -p aux_positives 5
@@ -224,9 +227,9 @@ $(RUN)/objectives/03_%.ipynb: notebooks/03_preference_finetune.ipynb $(RUN)/01_w
 		-p mining $(lastword $(subst __, ,$*)) $< $@
 
 $(RUN)/08_objectives_summary.ipynb: notebooks/08_objectives_summary.ipynb $(RUN)/04_evaluate.ipynb \
-		$(patsubst %,$(RUN)/ablation/03_%.ipynb,drops-w0.05 after_target_top_k-k$(ABLATION_K) all) \
+		$(patsubst ablation_%,$(RUN)/ablation/03_%.ipynb,$(OBJECTIVE_BT)) \
 		$(patsubst %,$(RUN)/objectives/03_%.ipynb,$(OBJECTIVE_RUNS)) | venv
-	$(STAGE) $< $@
+	$(STAGE) -p objective_variants "$(subst $(space),$(comma),qure $(OBJECTIVE_BT) $(patsubst %,obj_%,$(OBJECTIVE_RUNS)) info_nce)" $< $@
 
 # QuRe as released and in a 5 % window at E = 30 for each n_def: one chain per n_def under
 # $(RUNS)/ndef/n_def-<n>/ (its own warm-up of E // n_def epochs), then a table ($(RUNS)/ndef/ndef_sweep.md)
