@@ -9,7 +9,9 @@ import torch
 
 from qurelib import train as T
 from qurelib.objectives import MultiNegativeSampler
-from qurelib.qure import NegativeSampler
+from qurelib.qure import MiningSpec, NegativeSampler
+from qurelib.train import loop
+from qurelib.train.mining import negative_sampler
 
 # Eq. 1 computed two ways (elementwise product + sum on QuRe's path, einsum in
 # `objectives.hard_negative_scores`) rounds differently in float32: scores of magnitude ~1 agree to a
@@ -153,7 +155,7 @@ def test_default_run_takes_qures_code_path(world, warmup, tmp_path, monkeypatch)
 
     _, splits, _, cache, _ = world
     seen, real = [], T.batch_loss
-    monkeypatch.setattr(T, "batch_loss", lambda *a, **k: seen.append((a[4], a[5])) or real(*a, **k))
+    monkeypatch.setattr(loop, "batch_loss", lambda *a, **k: seen.append((a[4], a[5])) or real(*a, **k))
     history = T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**BASE), tmp_path / "qure",
                       image_cache=cache, init_from=warmup)
     assert {loss for _, loss in seen} == {"bradley_terry"}
@@ -162,8 +164,8 @@ def test_default_run_takes_qures_code_path(world, warmup, tmp_path, monkeypatch)
     assert "aux" not in state and "m" not in state["sampler"]  # NegativeSampler's own state
     assert all("sets_below_m" not in r and all("aux" not in s for s in r.get("mining", {}).values())
                for r in history)
-    assert isinstance(T._sampler(_sets(), T.TrainConfig(), seed=0), NegativeSampler)
-    assert isinstance(T._sampler(_sets(), T.TrainConfig(loss="multi_negative", negatives=1), seed=0),
+    assert isinstance(negative_sampler(_sets(), T.TrainConfig(), seed=0), NegativeSampler)
+    assert isinstance(negative_sampler(_sets(), T.TrainConfig(loss="multi_negative", negatives=1), seed=0),
                       MultiNegativeSampler)
 
 
@@ -232,7 +234,7 @@ def test_aux_sets_are_recorded_as_cache_rows_between_target_and_h(world):
     its target, and never a member of its H; weights align with them."""
     _, splits, model, cache, data = world
     config = T.TrainConfig(progress=False, device="cpu", loss="aux_positive", aux_positives=1,
-                           mining=T.MiningSpec(window=0.2))
+                           mining=MiningSpec(window=0.2))
     sets, (aux, weights), stats = T.mine_with_aux(model, data, cache, config, epoch=1, aux=True)
     assert len(aux) == len(data) and weights.shape == aux.indices.shape and bool((weights == 1).all())
     for q in range(0, len(data), 7):

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from qurelib import train as T
+from qurelib.qure import MiningSpec
 
 EPOCHS = 3  # warm-up epoch 0, re-mining at epochs 1 and 2 (n_def = 3)
 
@@ -180,7 +181,7 @@ def test_staged_warmup_then_forks_with_other_strategies(smoke_root, tmp_path):
     assert all(stats["size_max"] == 5 for stats in fork[1]["mining"].values())
     assert json.loads((tmp_path / "top_k" / "config.json").read_text())["init_from"].endswith("warmup")
     with pytest.raises(ValueError, match="first re-mining"):  # forking a run that already mined
-        T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**base, mining=T.MiningSpec("all")),
+        T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**base, mining=MiningSpec("all")),
                 tmp_path / "late", image_cache=cache, init_from=tmp_path / "top_k")
     with pytest.raises(ValueError, match="lr"):  # the warm-up itself must match
         T.train(load_model("tiny", device="cpu"), splits, T.TrainConfig(**{**base, "lr": 2e-4}),

@@ -20,6 +20,8 @@ from qurelib import encode as C
 from qurelib import evaluate as E
 from qurelib import qure
 from qurelib import train as T
+from qurelib.train import loop
+from qurelib.train.seeds import epoch_generator
 from qurelib.data.schema import CIRSplit, Query
 
 
@@ -421,10 +423,10 @@ def test_run_epoch_trains_every_query_once_in_a_seeded_order_and_returns_the_mea
         calls.append((args[3].tolist(), float(loss.detach()), args[5]))
         return loss
 
-    monkeypatch.setattr(T, "batch_loss", recording)
+    monkeypatch.setattr(loop, "batch_loss", recording)
     amps = []  # the autocast each step asks for (a no-op on CPU; bf16 on CUDA when amp)
-    real_autocast = T.autocast
-    monkeypatch.setattr(T, "autocast", lambda model_, amp: amps.append((model_ is model, amp)) or real_autocast(model_, amp))
+    real_autocast = loop.autocast
+    monkeypatch.setattr(loop, "autocast", lambda model_, amp: amps.append((model_ is model, amp)) or real_autocast(model_, amp))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.0)  # lr 0: the shared model does not change
     monkeypatch.setattr(optimizer, "step", lambda: steps.append(sum(p.grad is not None for p in params)))
@@ -485,7 +487,7 @@ def test_run_epoch_at_world_2_checks_the_batch_and_shards_every_step(world, monk
     monkeypatch.setattr(distributed, "rank", lambda: 1)
     monkeypatch.setattr(distributed, "sum_gradients", lambda params: summed.append(params))
     monkeypatch.setattr(distributed, "all_reduce_sum", lambda values: reduced.append(values) or [v * 10 for v in values])
-    monkeypatch.setattr(T, "batch_loss", fake_loss)
+    monkeypatch.setattr(loop, "batch_loss", fake_loss)
     optimizer = torch.optim.SGD(trainable, lr=0.0)
     try:
         with pytest.raises(ValueError, match=r"^batch_size=3 does not divide over a world size of 2 processes"):
@@ -494,7 +496,7 @@ def test_run_epoch_at_world_2_checks_the_batch_and_shards_every_step(world, monk
         assert losses == [] and summed == []
         config = T.TrainConfig(batch_size=4, device="cpu", progress=False)
         mean = T.run_epoch(model, optimizer, data, cache, negatives, config, 1)
-        order = torch.randperm(5, generator=T._epoch_generator(config.seed, 1, salt=1)).tolist()
+        order = torch.randperm(5, generator=epoch_generator(config.seed, 1, salt=1)).tolist()
         assert losses == [(order[2:4], True), (order[4:5], False)]  # rank 1's half; the last batch whole
         assert len(summed) == 2 and all(len(ps) == len(trainable) and all(a is b for a, b in zip(ps, trainable))
                                         for ps in summed)

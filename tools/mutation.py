@@ -14,7 +14,7 @@ left out of the score; "no tests" (nothing selected reaches the function) counts
 timeout counts as killed and is shown in its own column (`--survivors` retests timeouts, survivors
 not listed as equivalent, and the mutants an interrupted run did not reach).
 mutmut 3 does not mutate decorated functions: the @torch.no_grad() ones (kernels.score_corpus_chunked,
-encode.build_image_cache / encode_split, train.mine_splits) are outside the score.
+encode.build_image_cache / encode_split, train.mining.mine_splits) are outside the score.
 """
 
 from __future__ import annotations
@@ -49,9 +49,10 @@ GROUPS = {
         files=["qurelib/evaluate.py", "qurelib/encode.py"],
         mutants=["qurelib.evaluate.*", "qurelib.encode.*"],
         tests=["tests/test_evaluate.py", "tests/test_wiring.py"]),
-    "train": dict(  # the loss wiring of train.py, not checkpointing or the run loop
-        files=["qurelib/train.py"],
-        mutants=["qurelib.train.x_batch_loss*", "qurelib.train.x_run_epoch*", "qurelib.train.xǁTrainDataǁ*"],
+    "train": dict(  # the loss wiring of qurelib/train/, not checkpointing or the run loop
+        files=["qurelib/train/loop.py", "qurelib/train/data.py"],
+        mutants=["qurelib.train.loop.x_batch_loss*", "qurelib.train.loop.x_run_epoch*",
+                 "qurelib.train.data.xǁTrainDataǁ*"],
         # test_train's runs reach these functions too but retrain a smoke model per mutant (minutes
         # on 2 shared cores); test_wiring checks the same wiring by value, on one shared fixture
         tests=["tests/test_wiring.py", "tests/test_train.py::test_config_schedule_and_validation"]),

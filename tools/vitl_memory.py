@@ -6,7 +6,7 @@ Counts tensor bytes, device-independently (no GPU needed): the weights (fp32, as
 puts them on the device), gradients and AdamW's two moments of the trainable part (Q-Former,
 ln_vision, projections, query tokens, temperature; the ViT is frozen), the image cache (the
 frozen ViT's features, fp16 on CUDA, `encode.build_image_cache`), and the activations one
-training step saves for backward (`saved_tensors_hooks`): the Bradley-Terry step of train.py,
+training step saves for backward (`saved_tensors_hooks`): the Bradley-Terry step of qurelib.train,
 a batch of queries (reference features + text) and 2 x batch corpus images (target, negative).
 
 The tiny case runs the fixture model (tests/fixtures/lavis_tiny) and checks that the byte
