@@ -77,6 +77,19 @@ def batch_loss(model, data: TrainData, cache: ImageCache, ids: torch.Tensor,
     return bradley_terry_loss(pos, neg, model.temperature)
 
 
+def take_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[index] along dim 0 (an int64 index of any shape, rows may repeat), with a backward that is
+    bit-reproducible on the CPU. The backward of advanced indexing (`index_put_` with
+    accumulate=True) sums the gradients of repeated rows in parallel once the gathered tensor holds
+    32,768 elements or more (ATen's grain size), in an order that changes from run to run with more
+    than one thread; `index_select`'s backward (`index_add_`) sums them in index order, the bits of
+    `torch.use_deterministic_algorithms(True)`. The forward is the same copy. Off the CPU the
+    indexing stays as it is (`index_add_` is the nondeterministic one on CUDA)."""
+    if x.device.type != "cpu":
+        return x[index]
+    return x.index_select(0, index.reshape(-1)).view(*index.shape, *x.shape[1:])
+
+
 def _objective_loss(model, data: TrainData, cache: ImageCache, ids: torch.Tensor, query: torch.Tensor,
                     draw: Draw, loss: str, gather: bool) -> torch.Tensor:
     """`batch_loss` on a Draw: each query's target, m negatives and p auxiliary positives, every
@@ -92,11 +105,12 @@ def _objective_loss(model, data: TrainData, cache: ImageCache, ids: torch.Tensor
         parts.append(torch.where(aux_mask, draw.aux[ids], target[:, None]))  # padding: a row never read
     unique, inverse = torch.unique(torch.cat(parts, dim=1), return_inverse=True)  # (U,), (B, 1 + m + p)
     images = model.encode_corpus(image_embeds=cache.embeds[unique.to(device)])  # (U, T, D)
-    scores = hard_negative_scores(query, images[inverse.to(device)])  # (B, 1 + m + p)
+    scores = hard_negative_scores(query, take_rows(images, inverse.to(device)))  # (B, 1 + m + p)
     m = neg.shape[1]
     fields = {"temperature": model.temperature, "pos_scores": scores[:, 0], "neg_scores": scores[:, 1:1 + m]}
     if objective.in_batch:
-        fields["targets"], fields["offset"], columns = images[inverse[:, 0].to(device)], 0, target  # (B, T, D)
+        # (B, T, D) the batch's targets
+        fields["targets"], fields["offset"], columns = take_rows(images, inverse[:, 0].to(device)), 0, target
         if gather:
             fields["targets"], fields["offset"] = distributed.gather_rows_with_grad(fields["targets"])
             columns = distributed.gather_rows(target.to(device)).cpu()  # (B_global,) cache rows
