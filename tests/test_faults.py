@@ -12,7 +12,7 @@ from PIL import Image
 from qurelib import audit, qure
 from qurelib.data import load_fashioniq
 from qurelib.paths import NOTEBOOKS_DIR, PARAMS_DIR
-from qurelib.study import runner, stages
+from qurelib.study import cache, identity, models, runner, stages
 from qurelib.study.config import FIELDS, study_config
 from qurelib.train import TrainConfig, config_json
 
@@ -51,7 +51,7 @@ def test_an_interrupted_run_is_refused_by_evaluation(tmp_path, monkeypatch):
     cfg = cfg_in(tmp_path, monkeypatch)
     fake_run(cfg.run_dir / "qure", cfg.train_config(), epoch=1)  # 2 of 3 epochs
     with pytest.raises(RuntimeError, match="stopped after epoch 2 of 3"):
-        stages.load_run(cfg, "qure")
+        models.load_run(cfg, "qure")
 
 
 # --- 3. parameters: only declared ones reach a notebook; typos are errors ----------------------
@@ -270,13 +270,13 @@ def test_a_damaged_image_cache_is_rebuilt_with_a_warning(tmp_path, monkeypatch):
         (root / "images").mkdir(exist_ok=True)
         Image.new("RGB", (16, 16), colour).save(root / "images" / f"{i}.png")
     cfg = cfg_in(tmp_path / "runs", monkeypatch, device="cpu")
-    monkeypatch.setattr(stages, "load_splits", lambda cfg, split: load_fashioniq(root, "train", "dress"))
+    monkeypatch.setattr(cache, "load_splits", lambda cfg, split: load_fashioniq(root, "train", "dress"))
     model = load_model("tiny", device="cpu")
-    first = stages.image_cache(cfg, model, progress=False)
+    first = cache.image_cache(cfg, model, progress=False)
     path = cfg.run_dir / "image_cache.pt"
     path.write_bytes(path.read_bytes()[:100])  # truncated (a killed write of an older version, a full disk)
     with pytest.warns(UserWarning, match=r"image_cache\.pt is unreadable .*rebuilding the image cache"):
-        again = stages.image_cache(cfg, model, progress=False)
+        again = cache.image_cache(cfg, model, progress=False)
     assert again.row == first.row and torch.equal(again.embeds, first.embeds)
     assert torch.load(path, weights_only=True)["ids"] == ["A", "B", "C"]  # rewritten whole
 
@@ -383,13 +383,13 @@ def test_damaged_run_files_are_named_with_the_stage_to_rerun(tmp_path, monkeypat
     with pytest.raises(ValueError, match=r"warmup/checkpoint/config\.json is damaged .*rerun the warm-up \(stage 01\)"):
         fork_problems(cfg.run_dir / "warmup", cfg.train_config())
     with pytest.raises(ValueError, match=r"config\.json is damaged .*rerun the stage that trains 'warmup'"):
-        stages.load_run(cfg, "warmup")
+        models.load_run(cfg, "warmup")
     (cfg.run_dir / "warmup" / "history.jsonl").write_text('{"epoch": 0}\n{"epo')
     with pytest.raises(ValueError, match=r"history\.jsonl, line 2, is damaged .*restore-history"):
         read_history(cfg.run_dir / "warmup")
     (cfg.run_dir / "warmup" / "config.json").write_text("[")  # cannot tell whether it may resume: start afresh
     with pytest.warns(UserWarning, match=r"config\.json is damaged.*moved to"):
-        stages._set_aside_if_changed(cfg.run_dir / "warmup", cfg.train_config(), {})
+        identity.set_aside_if_changed(cfg.run_dir / "warmup", cfg.train_config(), {})
     assert not (cfg.run_dir / "warmup").exists() and len(list((cfg.run_dir / "stale").iterdir())) == 1
 
 

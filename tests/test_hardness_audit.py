@@ -150,7 +150,7 @@ def test_discrete_smoke_distances_and_relevance_as_before(tmp_path):
 
 
 def test_hardness_rows_label_bands_where_continuous():
-    from qurelib.study.stages import hardness_row, hardness_table
+    from qurelib.study.hardness import hardness_row, hardness_table
 
     comp = {"0": 1.0, "1": 9.0, "2": 90.0}
     hard = {"size_mean": 3.0, "rank_median": 0.5, "rank_p10": 0.1, "rank_p90": 0.9, "composition": comp}

@@ -90,11 +90,11 @@ def test_a_finished_run_of_another_identity_is_set_aside(tmp_path, monkeypatch, 
     ident = {"code": "c1", "data": "d1", "backbone": "b1", "init": None, "world_size": 1}
     run = tmp_path / "runs" / "smoke" / "qure"
     _finished_run(run, cfg.train_config(), ident)
-    stages._set_aside_if_changed(run, cfg.train_config(), dict(ident))  # the same run: kept
+    identity.set_aside_if_changed(run, cfg.train_config(), dict(ident))  # the same run: kept
     assert run.is_dir()
     changed = {**ident, part: 2 if part == "world_size" else "other"}
     with pytest.warns(UserWarning, match="moved to") as caught:
-        stages._set_aside_if_changed(run, cfg.train_config(), changed)
+        identity.set_aside_if_changed(run, cfg.train_config(), changed)
     names = {"code": "library code", "data": "dataset content", "backbone": "backbone weights",
              "world_size": "training processes"}
     assert names[part] in str(caught[0].message)
@@ -113,7 +113,7 @@ def test_a_run_with_a_corrupt_checkpoint_is_set_aside_not_resumed(tmp_path, monk
         f.seek(200)
         f.write(b"\0\0\0\0")
     with pytest.warns(UserWarning, match="checkpoint is unusable"):
-        stages._set_aside_if_changed(run, cfg.train_config(), ident)
+        identity.set_aside_if_changed(run, cfg.train_config(), ident)
     assert not run.exists()
 
 

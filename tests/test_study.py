@@ -9,7 +9,7 @@ import yaml
 from qurelib import study
 from qurelib.mining_spec import MiningSpec
 from qurelib.paths import PARAMS_DIR
-from qurelib.study import stages
+from qurelib.study import identity
 from qurelib.study.config import FIELDS
 from qurelib.train import config_json
 
@@ -60,11 +60,11 @@ def test_a_run_with_other_settings_is_set_aside_not_resumed(tmp_path):
     run.mkdir()
     old = smoke_config(epochs=3).train_config()
     (run / "config.json").write_text(json.dumps({"train_config": config_json(old)}))
-    stages._set_aside_if_changed(run, smoke_config(epochs=3).train_config(device="cpu"), {})  # same run
+    identity.set_aside_if_changed(run, smoke_config(epochs=3).train_config(device="cpu"), {})  # same run
     assert run.is_dir()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stages._set_aside_if_changed(run, smoke_config(epochs=4).train_config(), {})
+        identity.set_aside_if_changed(run, smoke_config(epochs=4).train_config(), {})
     assert not run.exists() and "epochs" in str(caught[0].message)
     (moved,) = (tmp_path / "stale").iterdir()
     assert (moved / "config.json").is_file()

@@ -11,7 +11,7 @@ import torch
 from qurelib.mining_spec import MiningSpec, as_spec
 from qurelib.study import plots
 from qurelib.study.display import figure_png
-from qurelib.study.stages import mine_all
+from qurelib.study.hardness import mine_all
 
 
 def query_figure(split, scores: torch.Tensor, query: int, spec: MiningSpec | str, *, top: int = 5):

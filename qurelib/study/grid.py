@@ -25,8 +25,8 @@ from qurelib.files import read_json_object, write_json_atomic
 from qurelib.study.config import StudyConfig
 from qurelib.study import plots
 from qurelib.study.display import InlineFigure
+from qurelib.study.models import BASELINE_RUN, WARMUP_RUN
 from qurelib.study.report import train_seconds_per_epoch, write_results
-from qurelib.study.stages import BASELINE_RUN, WARMUP_RUN
 from qurelib.study.tables import Table, save_table, to_markdown
 from qurelib.train import read_history
 

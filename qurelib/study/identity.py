@@ -8,18 +8,24 @@
      "world_size": the training processes (data-parallel gradients round differently)}
 
 The settings (TrainConfig) are compared beside it by `qurelib.train`. A stage whose run has another
-identity moves the old run aside (runs/<profile>/stale/, kept) and retrains it, naming what changed;
-`train` itself refuses to resume a checkpoint of another identity.
+identity moves the old run aside (`set_aside_if_changed`: runs/<profile>/stale/, kept) and retrains
+it, naming what changed; `train` itself refuses to resume a checkpoint of another identity.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import time
+import warnings
 from pathlib import Path
 
 from qurelib import distributed
+from qurelib.files import read_json_object
+from qurelib.model import ModelLoadError, verify_checkpoint
 from qurelib.provenance import code_digest, data_digest
 from qurelib.study.config import StudyConfig
+from qurelib.train import CHECKPOINT, TrainConfig, config_differences
 
 def dataset_digest(cfg: StudyConfig) -> str:
     """The content digest of the study's dataset folder: every file of the generated Fashion-Shapes;
@@ -68,3 +74,33 @@ def identity_changes(saved: dict | None, current: dict) -> list[str]:
              "init": "warm-up weights it forks", "world_size": "training processes"}
     return [f"{names.get(k, k)}: {saved.get(k)} -> {current.get(k)}"
             for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+
+
+def set_aside_if_changed(run_dir: Path, config: TrainConfig, identity: dict) -> None:
+    """A stage rebuilt with other settings, code, data, backbone or world size (`identity`) starts
+    its run afresh: an existing run made otherwise moves to runs/<profile>/stale/<name>-<time>/
+    (kept, never deleted) with a warning naming what changed. So does a run whose checkpoint is
+    damaged (it could neither resume nor be evaluated)."""
+    saved_path = run_dir / "config.json"
+    if not saved_path.is_file():
+        if not run_dir.exists():
+            return
+        diff = [f"{saved_path} is missing"]
+    else:
+        try:
+            saved = read_json_object(saved_path, "")
+            diff = config_differences(saved.get("train_config", {}), config) + \
+                identity_changes(saved.get("identity"), identity)
+        except ValueError:  # damaged: whether the run may resume is unknown, so it starts afresh
+            diff = [f"{saved_path} is damaged"]
+    if not diff and (run_dir / CHECKPOINT).exists():
+        try:
+            verify_checkpoint(run_dir / CHECKPOINT)
+        except ModelLoadError as error:
+            diff = [f"its checkpoint is unusable ({error})"]
+    if diff:
+        stale = run_dir.parent / "stale" / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(run_dir), stale)
+        warnings.warn(f"{run_dir.name}: settings changed ({'; '.join(diff)}); the old run moved to {stale}",
+                      stacklevel=3)

@@ -1,6 +1,6 @@
 """One training stage on several processes: `torchrun --nproc_per_node=N -m qurelib.study.launch SPEC`
-(what `stages.run_warmup` / `run_finetune` / `run_baseline` run when given nproc > 1, e.g. from
-`make reproduce NPROC=2`).
+(what `stages.run_warmup` / `run_finetune` / `run_baseline` start through
+`elsewhere.train_elsewhere` when given nproc > 1, e.g. from `make reproduce NPROC=2`).
 
 SPEC is a JSON file written by the stage: {"study": StudyConfig fields, "stage": "warmup" |
 "finetune" | "baseline", "kwargs": the stage's keyword arguments, "val": bool}. Every rank loads
@@ -16,7 +16,9 @@ from pathlib import Path
 
 from qurelib import distributed
 from qurelib.study import stages
+from qurelib.study.cache import image_cache
 from qurelib.study.config import StudyConfig
+from qurelib.study.models import load_named_model
 
 
 def main(argv=None) -> int:
@@ -30,8 +32,8 @@ def main(argv=None) -> int:
     train_splits = stages.load_splits(cfg, "train")
     val = {"val_splits": stages.load_splits(cfg, "val")} if spec.get("val") else {}
     progress = spec["kwargs"].pop("progress", True) and distributed.is_main()
-    model = stages.load_named_model(cfg, "pretrained")  # a fork / resume overwrites it from its checkpoint
-    cache = stages.image_cache(cfg, model, progress=progress)
+    model = load_named_model(cfg, "pretrained")  # a fork / resume overwrites it from its checkpoint
+    cache = image_cache(cfg, model, progress=progress)
     if spec["stage"] == "warmup":
         stages.run_warmup(cfg, model, train_splits, cache, progress=progress)
     elif spec["stage"] == "finetune":

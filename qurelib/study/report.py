@@ -1,7 +1,7 @@
 """Stage 04 and the ablation summary: the study's models evaluated side by side, the results files
 and the paper's transfer benchmarks.
 
-Compared models (each a checkpoint under runs/<profile>/, see `stages.load_named_model`):
+Compared models (each a checkpoint under runs/<profile>/, see `models.load_named_model`):
 `pretrained` (the backbone, no CIR training), `warmup_only` (the warm-up run: random negatives),
 `qure` (drop-based hard negatives, Bradley-Terry) and `info_nce` (in-batch contrastive baseline),
 plus any ablation run by name.
@@ -24,7 +24,8 @@ from qurelib.files import write_json_atomic, write_text_atomic
 from qurelib.provenance import code_digest, environment, git_commit
 from qurelib.study.config import StudyConfig
 from qurelib.study.identity import dataset_digest
-from qurelib.study.stages import hardness_row, load_named_model, missing_model
+from qurelib.study.hardness import hardness_row
+from qurelib.study.models import load_named_model, missing_model
 from qurelib.study.tables import Table, to_markdown
 
 HEADLINE = ("R@1", "R@5", "R@10", "R@50", "avg", "P@5", "nDCG@10", "mAP@10", "first_fn_above_target")
