@@ -54,6 +54,26 @@ def test_an_interrupted_run_is_refused_by_evaluation(tmp_path, monkeypatch):
         models.load_run(cfg, "qure")
 
 
+def test_a_finished_run_saved_by_older_code_still_loads(tmp_path, monkeypatch):
+    """A run whose saved settings use names or spellings of an earlier version (mining as loose
+    fields, audit specs as "drops/released") is still read for its schedule, not refused by today's
+    TrainConfig validation: a finished one loads, an interrupted one is still refused."""
+    cfg = cfg_in(tmp_path, monkeypatch)
+    old = {**config_json(cfg.train_config()), "strategy": "drops", "rule": "released", "audit_k": 20,
+           "audit": ["drops/released", "top_k"]}
+    del old["mining"]
+    for name, epoch in (("qure", 2), ("stopped", 1)):
+        fake_run(cfg.run_dir / name, cfg.train_config(), epoch=epoch)
+        path = cfg.run_dir / name / "checkpoint" / "config.json"
+        doc = json.loads(path.read_text())
+        doc["extra"]["train_config"] = old
+        path.write_text(json.dumps(doc))
+    monkeypatch.setattr(models, "load_model", lambda path, **_: path)  # no weights in a fake run
+    assert models.load_run(cfg, "qure").endswith("checkpoint")
+    with pytest.raises(RuntimeError, match="stopped after epoch 2 of 3"):
+        models.load_run(cfg, "stopped")
+
+
 # --- 3. parameters: only declared ones reach a notebook; typos are errors ----------------------
 def test_each_stage_gets_only_its_parameters_and_typos_fail():
     nb = NOTEBOOKS_DIR / "00_make_data.ipynb"

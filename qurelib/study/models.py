@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 from qurelib.files import read_json_object
 from qurelib.model import load_model
@@ -65,9 +64,8 @@ def load_run(cfg: StudyConfig, name: str):
         raise FileNotFoundError(f"{path} does not exist: run the stage that trains {name!r} first")
     extra = read_json_object(path / "config.json", f"rerun the stage that trains {name!r}").get("extra", {})
     saved = extra.get("train_config")
-    if saved is not None:
-        known = {f.name for f in dataclasses.fields(TrainConfig)}  # a run saved by older code may have others
-        config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known})
+    if saved is not None:  # only the schedule is read: a run saved by older code may hold other settings
+        config = TrainConfig(epochs=saved["epochs"], n_def=saved["n_def"])
         planned = config.period if name == WARMUP_RUN else config.epochs
         if extra.get("epoch", -1) + 1 != planned:
             raise RuntimeError(f"{cfg.run_dir / name}: the run stopped after epoch {extra.get('epoch', -1) + 1} "
