@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-
 from qurelib.files import read_json_object
 from qurelib.model import load_model
 from qurelib.model.pretrain import pretrain_tiny
