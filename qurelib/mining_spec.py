@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 
 STRATEGIES = ("drops", "all", "top_k", "after_target_top_k", "percent_of_positive")
 RULES = ("released", "paper", "scale_free")
@@ -124,8 +125,9 @@ class MiningSpec:
         parts = [self.strategy]
         if self.rule != DEFAULT_RULE:
             parts.append(self.rule)
-        if self.window is not None:
-            parts.append(f"w{self.window!r}")
+        if self.window is not None:  # a fraction in positional form: "5e-05" would split at its "-"
+            w = self.window
+            parts.append(f"w{format(Decimal(repr(w)), 'f') if isinstance(w, float) else w}")
         if self.k is not None:
             parts.append(f"k{self.k}")
         if self.ratio is not None:

@@ -389,3 +389,11 @@ def test_the_oracles_spec_helpers_agree_with_the_spec():
         MiningSpec("percent_of_positive", ratio=0.9)
     with pytest.raises(ValueError, match="unknown strategy"):
         oracle.spec_for("bogus")
+
+
+def test_a_tiny_window_fraction_round_trips():
+    """A fraction small enough for Python to write in exponent form (5e-05: 50 images of a million)
+    still reads back as the same fraction."""
+    spec = MiningSpec(window=5e-05)
+    assert str(spec) == "drops-w0.00005" and MiningSpec.parse(str(spec)) == spec
+    assert isinstance(MiningSpec.parse(str(spec)).window, float)
